@@ -1,0 +1,56 @@
+# Set-up and entry points. Every target installs what it needs on a fresh Debian machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+NCA_VENV := .venv-nca
+BIN := $(VENV)/bin
+APT_PACKAGES := etcd-server nftables iproute2
+
+.PHONY: all install system-deps demo test lint typecheck unit bench clean
+
+all: test
+
+# Debian packages: etcd (tests start a real one on loopback), nftables and iproute2 (dataplane).
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# network-config-analyzer pins its own dependency versions, so it lives in a venv of its own
+# and the differential tests call its command line.
+$(NCA_VENV)/.installed:
+	$(PYTHON) -m venv $(NCA_VENV)
+	$(NCA_VENV)/bin/pip install -q network-config-analyzer==2.1.0
+	touch $@
+
+install: system-deps $(VENV)/.installed $(NCA_VENV)/.installed
+
+demo: install
+	$(BIN)/palisade demo examples/
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: install
+	$(BIN)/mypy src
+
+unit: install
+	PALISADE_NCA=$(abspath $(NCA_VENV))/bin/nca $(BIN)/pytest -q
+
+test: lint typecheck unit
+
+bench: install
+	$(BIN)/python bench/policy_bench.py
+
+clean:
+	rm -rf $(VENV) $(NCA_VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,61 @@
+"""The policy engine: Calico and Kubernetes policy semantics, exact and explained.
+
+Every part of Palisade asks this package the same question — is this flow allowed, and by which
+tier, policy and rule? ``PolicyEngine.evaluate`` answers one flow with its full trace (the
+reference semantics, spec 4); ``reachability_matrix`` and ``batch_verdicts`` answer many flows at
+once with the same semantics, vectorised. Resources come in as validated documents
+(``palisade.model``) and are compiled by ``Cluster.from_documents``, which applies Calico's
+conversions (namespace scoping, Kubernetes → Calico translation, label inheritance).
+
+Semantics follow Calico v3.32 (policy names independent of tiers, ``kind:[ns/]name`` hit
+strings, ClusterNetworkPolicy tiers); older forms are accepted on input.
+"""
+
+from ._cluster import BUILTIN_TIERS, Cluster
+from ._evaluate import PROFILE_TIER, PolicyEngine, TierPolicies
+from ._matrix import FlowBatch, Matrix, Probe, batch_verdicts, reachability_matrix
+from ._translate import TranslationError
+from ._types import (
+    Action,
+    CompiledPolicy,
+    CompiledRule,
+    Direction,
+    DirectionResult,
+    Endpoint,
+    Flow,
+    Hit,
+    Outcome,
+    PolicyKind,
+    TraceStep,
+    Verdict,
+    protocol_name,
+    protocol_number,
+)
+
+__all__ = [
+    "BUILTIN_TIERS",
+    "PROFILE_TIER",
+    "Action",
+    "Cluster",
+    "CompiledPolicy",
+    "CompiledRule",
+    "Direction",
+    "DirectionResult",
+    "Endpoint",
+    "Flow",
+    "FlowBatch",
+    "Hit",
+    "Matrix",
+    "Outcome",
+    "PolicyEngine",
+    "PolicyKind",
+    "Probe",
+    "TierPolicies",
+    "TraceStep",
+    "TranslationError",
+    "Verdict",
+    "batch_verdicts",
+    "protocol_name",
+    "protocol_number",
+    "reachability_matrix",
+]

@@ -1,0 +1,33 @@
+"""The `palisade` command: a thin shell over the library, in the manner of calicoctl/kubectl.
+
+One sub-command group per area; each command loads and validates its input completely before
+it changes anything, prints one line per problem, and exits 2 on invalid input.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from . import _policy, _resources
+from ._demo import demo
+
+app = typer.Typer(
+    name="palisade",
+    help="Palisade: zero-trust network security for Kubernetes.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command()(_resources.validate)
+app.command()(_resources.apply)
+app.command()(_resources.get)
+app.command()(_resources.delete)
+app.command()(demo)
+app.add_typer(_policy.app, name="policy")
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

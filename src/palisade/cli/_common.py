@@ -90,7 +90,9 @@ def parse_port_spec(text: str) -> PortSpec:
     return PortSpec(port_text, protocol)
 
 
-def resolve_peer(engine: PolicyEngine, text: str, option: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+def resolve_peer(
+    engine: PolicyEngine, text: str, option: str
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """``NS/POD``, a host endpoint name, or an IP address → the address the flow uses."""
     try:
         return ipaddress.ip_address(text)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -33,7 +33,7 @@ FilesOption = Annotated[
 ]
 
 
-class MatrixFormat(str, Enum):
+class MatrixFormat(StrEnum):
     table = "table"
     json = "json"
     csv = "csv"
@@ -80,13 +80,14 @@ def render_verdict(verdict: Verdict) -> None:
     for result, title in ((verdict.pending_egress, "egress"), (verdict.pending_ingress, "ingress")):
         if result is not None and result.hits and any(h.staged for h in result.hits):
             console.print(
-                Text(f"  pending_policies ({title}): " + ", ".join(result.policy_strings()), style="dim")
+                Text(
+                    f"  pending_policies ({title}): " + ", ".join(result.policy_strings()),
+                    style="dim",
+                )
             )
 
 
-def explain_flow(
-    engine: PolicyEngine, source: str, destination: str, port_text: str
-) -> Verdict:
+def explain_flow(engine: PolicyEngine, source: str, destination: str, port_text: str) -> Verdict:
     spec = parse_port_spec(port_text)
     src_ip = resolve_peer(engine, source, "--from")
     dst_ip = resolve_peer(engine, destination, "--to")
@@ -184,7 +185,10 @@ def matrix_tables(matrix: Matrix, specs: list[str]) -> list[Table]:
         for pod in matrix.pods:
             table.add_column(pod, justify="center")
         for i, src in enumerate(matrix.pods):
-            cells = ["[green]✓[/green]" if grid[i, j] else "[red]✗[/red]" for j in range(len(matrix.pods))]
+            cells = [
+                "[green]✓[/green]" if grid[i, j] else "[red]✗[/red]"
+                for j in range(len(matrix.pods))
+            ]
             table.add_row(src, *cells)
         tables.append(table)
     return tables

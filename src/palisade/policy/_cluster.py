@@ -375,14 +375,18 @@ class _Builder:
         for doc in self._of_kind(*_POLICY_KINDS):
             kind = str(doc.get("kind"))
             meta = _meta(doc)
-            label = f"{kind} {meta.get('namespace') + '/' if meta.get('namespace') else ''}"
-            label += str(meta.get("name"))
+            namespace = meta.get("namespace")
+            label = (
+                f"{kind} {namespace}/{meta.get('name')}"
+                if namespace
+                else f"{kind} {meta.get('name')}"
+            )
             try:
                 policy: CompiledPolicy | None
                 api_version = str(doc.get("apiVersion") or "")
-                if kind == "NetworkPolicy" and api_version.startswith("networking.k8s.io"):
-                    policy = compile_k8s_policy(doc)
-                elif kind == "StagedKubernetesNetworkPolicy":
+                if (
+                    kind == "NetworkPolicy" and api_version.startswith("networking.k8s.io")
+                ) or kind == "StagedKubernetesNetworkPolicy":
                     policy = compile_k8s_policy(doc)
                 elif kind in (
                     "AdminNetworkPolicy",

@@ -79,9 +79,7 @@ class PolicyEngine:
         (spec 4.11) and are not part of this pipeline.
         """
         normal = [p for p in self.cluster.policies if not (p.do_not_track or p.pre_dnat)]
-        staged_keys = {
-            (_STAGED_TWIN[p.kind], p.namespace, p.name): p for p in normal if p.staged
-        }
+        staged_keys = {(_STAGED_TWIN[p.kind], p.namespace, p.name): p for p in normal if p.staged}
         by_tier: dict[str, tuple[list[CompiledPolicy], list[CompiledPolicy]]] = {}
         for policy in normal:
             enforced, pending = by_tier.setdefault(policy.tier, ([], []))
@@ -472,4 +470,3 @@ class PolicyEngine:
             if number is not None:
                 return number
         raise LookupError(f"{destination.key if destination else '?'} has no port named {port!r}")
-

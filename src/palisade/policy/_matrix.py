@@ -86,7 +86,7 @@ class _Peers:
         if net.version == 4:
             netmask = np.uint64(int(net.netmask))
             address = np.uint64(int(net.network_address))
-            mask = self.is_v4 & ((self.ip_int & netmask) == address)
+            mask: BoolArray = self.is_v4 & ((self.ip_int & netmask) == address)
         else:
             mask = np.array([ip.version == 6 and ip in net for ip in self.ips], dtype=bool)
         self._net_cache[net] = mask
@@ -107,7 +107,7 @@ class _Peers:
             [labels is not None and selector.matches(labels) for labels in self.label_sets],
             dtype=bool,
         )
-        mask = per_set[self.label_inverse] if self.size else np.zeros(0, dtype=bool)
+        mask: BoolArray = per_set[self.label_inverse] if self.size else np.zeros(0, dtype=bool)
         for network_set in self.engine.cluster.network_sets:
             if network_set.nets and selector.matches(dict(network_set.labels)):
                 mask = mask | self.nets_mask(network_set.nets)
@@ -126,15 +126,12 @@ class _Peers:
         if cached is not None:
             return cached
         declared = np.array(
-            [
-                e.named_port(name, protocol) if e is not None else None
-                for e in self.endpoints
-            ],
+            [e.named_port(name, protocol) if e is not None else None for e in self.endpoints],
             dtype=object,
         )
         has = np.array([d is not None for d in declared], dtype=bool)
         numbers = np.where(has, declared, -1).astype(np.int64)
-        mask = has & (numbers == ports)
+        mask: BoolArray = has & (numbers == ports)
         if selector is not None:
             labels_mask = np.array(
                 [labels is not None and selector.matches(labels) for labels in self.label_sets],
@@ -192,7 +189,10 @@ def _entity_vector(
                 continue
             port = int(peer_ports[index]) if peer_ports is not None else None
             mask[index] = engine.entity_matches(
-                EntityMatch(service=entity.service), ip, port, protocol,
+                EntityMatch(service=entity.service),
+                ip,
+                port,
+                protocol,
                 is_destination=is_destination,
             )
     return mask
@@ -268,13 +268,18 @@ class VectorEvaluator:
         )
         local = tuple(
             tuple(
-                tuple(self._local_match(r, endpoint, direction, local_port) for r in p.rules(direction))
+                tuple(
+                    self._local_match(r, endpoint, direction, local_port)
+                    for r in p.rules(direction)
+                )
                 for p in tp.policies
             )
             for tp in tiers
         )
         profile_local = tuple(
-            tuple(self._local_match(r, endpoint, direction, local_port) for r in prof.rules(direction))
+            tuple(
+                self._local_match(r, endpoint, direction, local_port) for r in prof.rules(direction)
+            )
             for prof in profiles
         )
         key = (

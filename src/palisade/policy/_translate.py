@@ -172,9 +172,7 @@ def policy_selector(
         return current
     ns_text = str(spec.get("namespaceSelector") or "").strip()
     if ns_text:
-        ns = _parse(ns_text, f"{where}: spec.namespaceSelector").with_label_prefix(
-            NAMESPACE_PREFIX
-        )
+        ns = _parse(ns_text, f"{where}: spec.namespaceSelector").with_label_prefix(NAMESPACE_PREFIX)
         current = _combine(current, ns).replace_calls(all_with=HAS_NAMESPACE)
     sa_text = str(spec.get("serviceAccountSelector") or "").strip()
     if sa_text:
@@ -220,9 +218,7 @@ def compile_entity(entity: Mapping[str, Any] | None, scope: _Scope, where: str) 
         sel_part = _combine(sel_part, _parse(selector_text, f"{where}.selector"))
 
     not_selector_text = str(entity.get("notSelector") or "").strip()
-    not_selector = (
-        _parse(not_selector_text, f"{where}.notSelector") if not_selector_text else None
-    )
+    not_selector = _parse(not_selector_text, f"{where}.notSelector") if not_selector_text else None
 
     effective: Selector | None = sel_part
     if ns_part is not None and (sel_part is not None or not_selector is not None or ns_text):
@@ -543,9 +539,7 @@ def _cluster_peers(
     entities: list[dict[str, Any]] = []
     for peer in peers or ():
         if peer.get("namespaces") is not None:
-            entities.append(
-                {"namespaceSelector": k8s_selector(peer["namespaces"], pods=False)}
-            )
+            entities.append({"namespaceSelector": k8s_selector(peer["namespaces"], pods=False)})
         elif peer.get("pods") is not None:
             pods = peer["pods"]
             entities.append(

@@ -76,7 +76,9 @@ def parse_or_problems(doc: Any) -> None:
         resource = parse_document(doc)
     except ModelError as err:
         assert err.problems
-        assert all(isinstance(p, Problem) and p.reason for p in err.problems)
+        for problem in err.problems:
+            assert isinstance(problem, Problem) and problem.reason
+            assert "function-" not in problem.path  # pydantic's validator names are dropped
         return
     assert parse_document(resource.to_document()) == resource
 

@@ -166,10 +166,6 @@ class EntityRule(StrictModel):
         return self
 
 
-def _has_numeric_port(entity: EntityRule) -> bool:
-    return any(port_range(p) is not None for p in (*entity.ports, *entity.not_ports))
-
-
 class Rule(StrictModel):
     """One Calico policy rule (spec 3.1); all its criteria are ANDed."""
 

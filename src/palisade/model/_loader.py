@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -396,20 +397,25 @@ def _node_line(node: Node | None, loc: Loc, offset: int) -> int | None:
     return line + offset
 
 
+# Pydantic names some validation steps in error locations (``function-after[...]``); they
+# are not part of the document.
+_VALIDATOR_SEGMENT = re.compile(
+    r"(function-(before|after|wrap|plain)|union|tagged-union|nullable|chain|lax-or-strict"
+    r"|json-or-python|constrained-\w+)\[.*\]",
+    re.DOTALL,
+)
+
+
 def _clean_loc(loc: Sequence[str | int]) -> Loc:
-    """Drop pydantic's markers (``[key]``, union member names) from an error location."""
-    out: list[str | int] = []
-    for segment in loc:
-        if segment == "[key]":
-            continue
-        if (
+    """Drop pydantic's markers (``[key]``, validator names) from an error location."""
+    return tuple(
+        segment
+        for segment in loc
+        if not (
             isinstance(segment, str)
-            and ("[" in segment or "(" in segment)
-            and segment.endswith("]")
-        ):
-            continue
-        out.append(segment)
-    return tuple(out)
+            and (segment == "[key]" or _VALIDATOR_SEGMENT.fullmatch(segment))
+        )
+    )
 
 
 def _reason(error: Mapping[str, Any]) -> str:

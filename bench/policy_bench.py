@@ -1,0 +1,347 @@
+"""Policy-engine benchmark: prints figures, each measured in this run (medians of repeats).
+
+    .venv/bin/python bench/policy_bench.py            # the full run (several minutes)
+    .venv/bin/python bench/policy_bench.py --quick    # a small smoke run (seconds)
+
+Figures, on ``generate_cluster(namespaces=100, pods=2000, policies=500, tiers=3)``:
+
+(a) selector evaluations per second: ``Selector.matches`` for every distinct selector of the
+    compiled policies (policy, rule and not-selectors) against every pod's label map;
+(b) the full reachability matrix for one port (TCP 8080), from a fresh engine;
+(c) batch verdicts for 10,000,000 flows from ``flows_from_cluster``, in flows per second;
+(d) against network-config-analyzer (NCA) in the same run, on the Kubernetes-only
+    ``generate_cluster(namespaces=10, pods=200, policies=50, kubernetes_only=True)`` written as
+    YAML: ``nca --connectivity`` wall time (a subprocess, start-up included) versus Palisade's
+    load (YAML) + compile + reachability matrix on every (protocol, port) class NCA's answer
+    distinguishes (TCP, UDP and SCTP at every container port and policy port edge, plus one
+    portless protocol): the all-connections equivalent of NCA's report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from palisade.policy import (
+    Cluster,
+    PolicyEngine,
+    Probe,
+    batch_verdicts,
+    protocol_number,
+    reachability_matrix,
+)
+from palisade.policy.synthetic import flows_from_cluster, generate_cluster
+from palisade.selector import Selector
+
+REPO = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
+
+try:
+    _YAML_LOADER: type[yaml.SafeLoader] = yaml.CSafeLoader
+except AttributeError:  # PyYAML without libyaml
+    _YAML_LOADER = yaml.SafeLoader
+
+
+@dataclass(frozen=True)
+class Scale:
+    namespaces: int
+    pods: int
+    policies: int
+    tiers: int
+    flows: int
+    nca_namespaces: int
+    nca_pods: int
+    nca_policies: int
+    runs: int
+    batch_runs: int
+    nca_runs: int
+
+
+FULL = Scale(100, 2000, 500, 3, 10_000_000, 10, 200, 50, runs=5, batch_runs=3, nca_runs=3)
+QUICK = Scale(12, 150, 40, 3, 200_000, 3, 20, 6, runs=2, batch_runs=1, nca_runs=1)
+SEED = 1
+
+
+def timed(function: Callable[[], T], runs: int) -> tuple[float, list[float], T]:
+    """Median wall time over ``runs`` calls, all times, and the last result."""
+    times: list[float] = []
+    result: T | None = None
+    for _ in range(runs):
+        start = time.perf_counter()
+        result = function()
+        times.append(time.perf_counter() - start)
+    assert result is not None
+    return statistics.median(times), times, result
+
+
+def _fmt_rate(value: float, unit: str) -> str:
+    return f"{value:,.0f} {unit}"
+
+
+def _fmt_seconds(value: float) -> str:
+    return f"{value:.3f} s" if value < 100 else f"{value:.1f} s"
+
+
+@dataclass
+class Row:
+    figure: str
+    value: str
+    runs: int
+    target: str = ""
+    status: str = ""
+
+
+def print_table(title: str, rows: list[Row]) -> None:
+    headers = ("figure", "median", "runs", "target", "")
+    table = [headers, *((r.figure, r.value, str(r.runs), r.target, r.status) for r in rows)]
+    widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
+    print()
+    print(title)
+    rule = "  ".join("-" * w for w in widths)
+    for index, line in enumerate(table):
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+        if index == 0:
+            print(rule)
+    print()
+
+
+# --------------------------------------------------------------------------------------------
+# (a) selectors
+
+
+def cluster_selectors(cluster: Cluster) -> list[Selector]:
+    found: dict[Selector, None] = {}
+    for policy in cluster.policies:
+        found[policy.selector] = None
+        for rule in (*policy.ingress, *policy.egress):
+            for entity in (rule.source, rule.destination):
+                for selector in (entity.selector, entity.not_selector):
+                    if selector is not None:
+                        found[selector] = None
+    return list(found)
+
+
+def selector_evaluations(selectors: list[Selector], label_maps: list[dict[str, str]]) -> int:
+    matched = 0
+    for selector in selectors:
+        matches = selector.matches
+        for labels in label_maps:
+            if matches(labels):
+                matched += 1
+    return matched
+
+
+# --------------------------------------------------------------------------------------------
+# (d) NCA
+
+
+def nca_binary() -> Path | None:
+    configured = os.environ.get("PALISADE_NCA")
+    path = Path(configured) if configured else REPO / ".venv-nca" / "bin" / "nca"
+    return path if path.is_file() and os.access(path, os.X_OK) else None
+
+
+def nca_probes(documents: Iterable[Mapping[str, Any]]) -> list[Probe]:
+    """One probe per (protocol, port class) a Kubernetes policy set can distinguish."""
+    edges = {1}
+    for doc in documents:
+        if doc.get("kind") == "Pod":
+            for container in doc["spec"].get("containers") or ():
+                for port in container.get("ports") or ():
+                    edges |= {int(port["containerPort"]), int(port["containerPort"]) + 1}
+        elif doc.get("kind") == "NetworkPolicy":
+            for direction in ("ingress", "egress"):
+                for rule in doc["spec"].get(direction) or ():
+                    for port in rule.get("ports") or ():
+                        value = port.get("port")
+                        if isinstance(value, int):
+                            edges |= {value, int(port.get("endPort", value)) + 1}
+    ports = sorted(p for p in edges if 1 <= p <= 65535)
+    probes = [Probe(p, protocol_number(name)) for name in ("TCP", "UDP", "SCTP") for p in ports]
+    probes.append(Probe(0, protocol_number("ICMP")))  # every protocol without ports
+    return probes
+
+
+def run_nca(nca: Path, folder: Path) -> str:
+    completed = subprocess.run(
+        [
+            str(nca),
+            "--connectivity",
+            "-r",
+            str(folder),
+            "-o",
+            "txt_no_fw_rules",
+            "--output_endpoints",
+            "pods",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"nca failed ({completed.returncode}):\n{completed.stderr[-2000:]}")
+    return completed.stdout
+
+
+def palisade_on_folder(folder: Path) -> tuple[int, int]:
+    """Load the YAML NCA reads, compile, and compute the all-connections matrix."""
+    documents: list[dict[str, Any]] = []
+    for path in sorted(folder.glob("*.yaml")):
+        with path.open() as stream:
+            documents.extend(d for d in yaml.load_all(stream, Loader=_YAML_LOADER) if d)
+    cluster = Cluster.from_documents(documents)
+    probes = nca_probes(documents)
+    matrix = reachability_matrix(PolicyEngine(cluster), probes)
+    return len(probes), int(sum(int(grid.sum()) for grid in matrix.allowed))
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    parser.add_argument("--skip-nca", action="store_true", help="leave out figure (d)")
+    args = parser.parse_args(argv)
+    scale = QUICK if args.quick else FULL
+    rows: list[Row] = []
+
+    documents = generate_cluster(
+        namespaces=scale.namespaces,
+        pods=scale.pods,
+        policies=scale.policies,
+        tiers=scale.tiers,
+        seed=SEED,
+    )
+    compile_time, _, cluster = timed(lambda: Cluster.from_documents(documents), scale.runs)
+    if cluster.problems:
+        print("\n".join(cluster.problems), file=sys.stderr)
+        return 1
+    rows.append(
+        Row(
+            f"cluster compile ({len(documents)} documents, {len(cluster.policies)} policies)",
+            _fmt_seconds(compile_time),
+            scale.runs,
+        )
+    )
+
+    # (a)
+    selectors = cluster_selectors(cluster)
+    label_maps = [pod.label_map for pod in cluster.pods]
+    evaluations = len(selectors) * len(label_maps)
+    selector_time, _, _ = timed(lambda: selector_evaluations(selectors, label_maps), scale.runs)
+    rows.append(
+        Row(
+            f"(a) selector evaluations ({len(selectors)} selectors x {len(label_maps)} pods)",
+            _fmt_rate(evaluations / selector_time, "evals/s"),
+            scale.runs,
+        )
+    )
+
+    # (b)
+    probe = Probe(8080, protocol_number("TCP"))
+    matrix_time, _, matrix = timed(
+        lambda: reachability_matrix(PolicyEngine(cluster), [probe]), scale.runs
+    )
+    allowed = float(matrix.allowed[0].mean())
+    rows.append(
+        Row(
+            f"(b) reachability matrix, TCP 8080 ({len(matrix.pods)}x{len(matrix.pods)}, "
+            f"{allowed:.1%} allowed)",
+            _fmt_seconds(matrix_time),
+            scale.runs,
+            "< 10 s",
+            "ok" if matrix_time < 10 else "MISSED",
+        )
+    )
+
+    # (c)
+    flow_time, _, batch = timed(lambda: flows_from_cluster(documents, scale.flows, SEED), 1)
+    rows.append(Row(f"flows_from_cluster ({scale.flows:,} flows)", _fmt_seconds(flow_time), 1))
+    batch_time, _, verdicts = timed(
+        lambda: batch_verdicts(PolicyEngine(cluster), batch), scale.batch_runs
+    )
+    throughput = scale.flows / batch_time
+    rows.append(
+        Row(
+            f"(c) batch verdicts ({scale.flows:,} flows in {_fmt_seconds(batch_time)}, "
+            f"{float(verdicts.mean()):.1%} allowed)",
+            _fmt_rate(throughput, "flows/s"),
+            scale.batch_runs,
+            ">= 5,000,000 flows/s",
+            "ok" if throughput >= 5_000_000 else "MISSED",
+        )
+    )
+
+    # (d)
+    if args.skip_nca:
+        rows.append(Row("(d) nca --connectivity", "skipped (--skip-nca)", 0))
+    else:
+        nca = nca_binary()
+        if nca is None:
+            print(
+                "network-config-analyzer not found (PALISADE_NCA or .venv-nca/bin/nca): "
+                "`make install` installs it; or pass --skip-nca",
+                file=sys.stderr,
+            )
+            return 2
+        k8s = generate_cluster(
+            namespaces=scale.nca_namespaces,
+            pods=scale.nca_pods,
+            policies=scale.nca_policies,
+            tiers=0,
+            seed=SEED,
+            kubernetes_only=True,
+        )
+        folder = Path(tempfile.mkdtemp(prefix="palisade-bench-nca-"))
+        try:
+            (folder / "cluster.yaml").write_text(yaml.safe_dump_all(k8s, sort_keys=False))
+            nca_time, _, _ = timed(lambda: run_nca(nca, folder), scale.nca_runs)
+            ours_time, _, (probe_count, _) = timed(lambda: palisade_on_folder(folder), scale.runs)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        size = f"{scale.nca_namespaces} ns, {scale.nca_pods} pods, {scale.nca_policies} policies"
+        rows.append(Row(f"(d) nca --connectivity ({size})", _fmt_seconds(nca_time), scale.nca_runs))
+        rows.append(
+            Row(
+                f"(d) palisade load+compile+matrix ({probe_count} probes)",
+                _fmt_seconds(ours_time),
+                scale.runs,
+            )
+        )
+        ratio = nca_time / ours_time
+        rows.append(
+            Row(
+                "(d) speed-up nca / palisade",
+                f"{ratio:,.1f}x",
+                scale.runs,
+                ">= 50x",
+                "ok" if ratio >= 50 else "MISSED",
+            )
+        )
+
+    print_table(
+        f"Palisade policy benchmark{' (--quick)' if args.quick else ''}: "
+        f"generate_cluster(namespaces={scale.namespaces}, pods={scale.pods}, "
+        f"policies={scale.policies}, tiers={scale.tiers}, seed={SEED}); "
+        f"python {sys.version.split()[0]}",
+        rows,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""``bench/policy_bench.py --quick`` runs and prints every figure (no timing assertions)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+EXPECTED_FIGURES = [
+    r"^cluster compile \(\d+ documents, \d+ policies\)\s+[\d.]+ s\s+\d+",
+    r"^\(a\) selector evaluations \(\d+ selectors x \d+ pods\)\s+[\d,]+ evals/s\s+\d+",
+    r"^\(b\) reachability matrix, TCP 8080 \(\d+x\d+, [\d.]+% allowed\)\s+[\d.]+ s\s+\d+\s+< 10 s",
+    r"^flows_from_cluster \([\d,]+ flows\)\s+[\d.]+ s",
+    r"^\(c\) batch verdicts \([\d,]+ flows in [\d.]+ s, [\d.]+% allowed\)\s+[\d,]+ flows/s",
+    r"^\(d\) nca --connectivity \(\d+ ns, \d+ pods, \d+ policies\)\s+[\d.]+ s",
+    r"^\(d\) palisade load\+compile\+matrix \(\d+ probes\)\s+[\d.]+ s",
+    r"^\(d\) speed-up nca / palisade\s+[\d,.]+x",
+]
+
+
+@pytest.mark.nca
+def test_policy_bench_quick_prints_every_figure() -> None:
+    environment = dict(os.environ)
+    environment.setdefault("PALISADE_NCA", str(REPO / ".venv-nca" / "bin" / "nca"))
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "policy_bench.py"), "--quick"],
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output
+    for pattern in EXPECTED_FIGURES:
+        assert re.search(pattern, completed.stdout, re.MULTILINE), f"{pattern!r} in\n{output}"

@@ -173,6 +173,8 @@ def matrix_csv(matrix: Matrix, specs: list[str]) -> str:
 
 
 def matrix_tables(matrix: Matrix, specs: list[str]) -> list[Table]:
+    """One truth table per probe: rows are sources, numbered columns the same pods as
+    destinations (numbers keep the table narrow whatever the pod names)."""
     tables = []
     for index, spec in enumerate(specs):
         grid = matrix.allowed[index]
@@ -181,15 +183,16 @@ def matrix_tables(matrix: Matrix, specs: list[str]) -> list[Table]:
             title=f"{spec}: {allowed} of {grid.size} pairs allowed (rows: from, columns: to)",
             title_justify="left",
         )
+        table.add_column("#", justify="right", style="dim")
         table.add_column("from \\ to")
-        for pod in matrix.pods:
-            table.add_column(pod, justify="center")
+        for number in range(1, len(matrix.pods) + 1):
+            table.add_column(str(number), justify="center")
         for i, src in enumerate(matrix.pods):
             cells = [
                 "[green]✓[/green]" if grid[i, j] else "[red]✗[/red]"
                 for j in range(len(matrix.pods))
             ]
-            table.add_row(src, *cells)
+            table.add_row(str(i + 1), src, *cells)
         tables.append(table)
     return tables
 

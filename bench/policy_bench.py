@@ -11,7 +11,9 @@ Figures, on ``generate_cluster(namespaces=100, pods=2000, policies=500, tiers=3)
 (c) batch verdicts for 10,000,000 flows from ``flows_from_cluster``, in flows per second;
 (d) against network-config-analyzer (NCA) in the same run, on the Kubernetes-only
     ``generate_cluster(namespaces=10, pods=200, policies=50, kubernetes_only=True)`` written as
-    YAML: ``nca --connectivity`` wall time (a subprocess, start-up included) versus Palisade's
+    YAML: ``nca --connectivity`` wall time (a subprocess, start-up included; with the per-pod-pair
+    report ``-o txt_no_fw_rules --output_endpoints pods``, which is what a matrix is, and with
+    the default output, minimised firewall rules, shown for reference) versus Palisade's
     load (YAML) + compile + reachability matrix on every (protocol, port) class NCA's answer
     distinguishes (TCP, UDP and SCTP at every container port and policy port edge, plus one
     portless protocol): the all-connections equivalent of NCA's report.
@@ -174,18 +176,13 @@ def nca_probes(documents: Iterable[Mapping[str, Any]]) -> list[Probe]:
     return probes
 
 
-def run_nca(nca: Path, folder: Path) -> str:
+NCA_PER_PAIR = ("-o", "txt_no_fw_rules", "--output_endpoints", "pods")
+NCA_DEFAULT: tuple[str, ...] = ()  # -o txt: minimised firewall rules per deployment
+
+
+def run_nca(nca: Path, folder: Path, output: tuple[str, ...] = NCA_PER_PAIR) -> str:
     completed = subprocess.run(
-        [
-            str(nca),
-            "--connectivity",
-            "-r",
-            str(folder),
-            "-o",
-            "txt_no_fw_rules",
-            "--output_endpoints",
-            "pods",
-        ],
+        [str(nca), "--connectivity", "-r", str(folder), *output],
         capture_output=True,
         text=True,
         timeout=3600,
@@ -310,11 +307,25 @@ def main(argv: list[str] | None = None) -> int:
         try:
             (folder / "cluster.yaml").write_text(yaml.safe_dump_all(k8s, sort_keys=False))
             nca_time, _, _ = timed(lambda: run_nca(nca, folder), scale.nca_runs)
+            default_time, _, _ = timed(lambda: run_nca(nca, folder, NCA_DEFAULT), scale.nca_runs)
             ours_time, _, (probe_count, _) = timed(lambda: palisade_on_folder(folder), scale.runs)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         size = f"{scale.nca_namespaces} ns, {scale.nca_pods} pods, {scale.nca_policies} policies"
-        rows.append(Row(f"(d) nca --connectivity ({size})", _fmt_seconds(nca_time), scale.nca_runs))
+        rows.append(
+            Row(
+                f"(d) nca --connectivity, per pod pair ({size})",
+                _fmt_seconds(nca_time),
+                scale.nca_runs,
+            )
+        )
+        rows.append(
+            Row(
+                "(d) nca --connectivity, default output (firewall rules)",
+                _fmt_seconds(default_time),
+                scale.nca_runs,
+            )
+        )
         rows.append(
             Row(
                 f"(d) palisade load+compile+matrix ({probe_count} probes)",
@@ -325,11 +336,18 @@ def main(argv: list[str] | None = None) -> int:
         ratio = nca_time / ours_time
         rows.append(
             Row(
-                "(d) speed-up nca / palisade",
+                "(d) speed-up nca per pod pair / palisade",
                 f"{ratio:,.1f}x",
                 scale.runs,
                 ">= 50x",
                 "ok" if ratio >= 50 else "MISSED",
+            )
+        )
+        rows.append(
+            Row(
+                "(d) speed-up nca default output / palisade",
+                f"{default_time / ours_time:,.1f}x",
+                scale.runs,
             )
         )
 

@@ -18,9 +18,11 @@ EXPECTED_FIGURES = [
     r"^\(b\) reachability matrix, TCP 8080 \(\d+x\d+, [\d.]+% allowed\)\s+[\d.]+ s\s+\d+\s+< 10 s",
     r"^flows_from_cluster \([\d,]+ flows\)\s+[\d.]+ s",
     r"^\(c\) batch verdicts \([\d,]+ flows in [\d.]+ s, [\d.]+% allowed\)\s+[\d,]+ flows/s",
-    r"^\(d\) nca --connectivity \(\d+ ns, \d+ pods, \d+ policies\)\s+[\d.]+ s",
+    r"^\(d\) nca --connectivity, per pod pair \(\d+ ns, \d+ pods, \d+ policies\)\s+[\d.]+ s",
+    r"^\(d\) nca --connectivity, default output \(firewall rules\)\s+[\d.]+ s",
     r"^\(d\) palisade load\+compile\+matrix \(\d+ probes\)\s+[\d.]+ s",
-    r"^\(d\) speed-up nca / palisade\s+[\d,.]+x",
+    r"^\(d\) speed-up nca per pod pair / palisade\s+[\d,.]+x",
+    r"^\(d\) speed-up nca default output / palisade\s+[\d,.]+x",
 ]
 
 

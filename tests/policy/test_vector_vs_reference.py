@@ -48,7 +48,7 @@ PROBES = [
 ]
 
 SETTINGS = settings(
-    max_examples=25,
+    max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -122,6 +122,16 @@ def test_batch_equals_evaluate_on_generated_clusters(sizes: dict[str, int], flow
     batch = flows_from_cluster(documents, 300, flow_seed)
     mismatches = _batch_mismatches(documents, batch)
     assert not mismatches, "\n".join(mismatches[:20])
+
+
+def test_generator_is_deterministic() -> None:
+    sizes = {"namespaces": 4, "pods": 30, "policies": 25, "tiers": 2, "seed": 11}
+    assert generate_cluster(**sizes) == generate_cluster(**sizes)
+    assert generate_cluster(**sizes) != generate_cluster(**{**sizes, "seed": 12})
+    documents = generate_cluster(**sizes)
+    first, second = flows_from_cluster(documents, 1000, 5), flows_from_cluster(documents, 1000, 5)
+    for column in ("src_ip", "dst_ip", "protocol", "dst_port"):
+        assert (getattr(first, column) == getattr(second, column)).all(), column
 
 
 def test_generator_exercises_the_calico_features() -> None:
@@ -345,7 +355,7 @@ DRAWN_PROBES = [
 ]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(documents=drawn_clusters())
 def test_matrix_equals_evaluate_on_drawn_policies(documents: list[dict[str, Any]]) -> None:
     note(repr([d for d in documents if d["kind"] not in ("Namespace", "Pod")]))
@@ -353,7 +363,7 @@ def test_matrix_equals_evaluate_on_drawn_policies(documents: list[dict[str, Any]
     assert not mismatches, "\n".join(mismatches[:20])
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(documents=drawn_clusters(), flow_seed=st.integers(0, 2**32 - 1))
 def test_batch_equals_evaluate_on_drawn_policies(
     documents: list[dict[str, Any]], flow_seed: int

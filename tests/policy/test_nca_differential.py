@@ -635,14 +635,14 @@ generated = st.fixed_dictionaries(
     {
         "seed": st.integers(0, 2**32 - 1),
         "namespaces": st.integers(2, 8),
-        "pods": st.integers(3, 30),
-        "policies": st.integers(1, 16),
+        "pods": st.integers(3, 40),
+        "policies": st.integers(1, 20),
     }
 )
 
 
 @settings(
-    max_examples=12,
+    max_examples=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )

@@ -11,9 +11,10 @@ Semantics follow Calico v3.32 (policy names independent of tiers, ``kind:[ns/]na
 strings, ClusterNetworkPolicy tiers); older forms are accepted on input.
 """
 
+from ._batch import FlowBatch, batch_verdicts
 from ._cluster import BUILTIN_TIERS, Cluster
 from ._evaluate import PROFILE_TIER, PolicyEngine, TierPolicies
-from ._matrix import FlowBatch, Matrix, Probe, batch_verdicts, reachability_matrix
+from ._matrix import Matrix, Probe, reachability_matrix
 from ._translate import TranslationError
 from ._types import (
     Action,

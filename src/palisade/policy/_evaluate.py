@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import groupby
+from operator import itemgetter
 
 from palisade.selector import Selector
 
@@ -65,11 +67,20 @@ class PolicyEngine:
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
-        self._applying: dict[tuple[str, Direction, bool], tuple[TierPolicies, ...]] = {}
+        self._applying: dict[
+            tuple[tuple[tuple[str, str], ...], Direction, bool], tuple[TierPolicies, ...]
+        ] = {}
+        self._selected: dict[tuple[tuple[str, str], ...], frozenset[int]] = {}
         self._ip_owner_cache: dict[IPAddress, tuple[_Owner, ...]] = {}
         self._selector_ip_cache: dict[tuple[Selector, IPAddress], bool] = {}
 
     # -- indexes ----------------------------------------------------------------------------
+
+    @cached_property
+    def _normal_policies(self) -> list[CompiledPolicy]:
+        """Policies of the normal pipeline; doNotTrack and preDNAT policies act only on host
+        endpoints before connection tracking (spec 4.11)."""
+        return [p for p in self.cluster.policies if not (p.do_not_track or p.pre_dnat)]
 
     @cached_property
     def ordered_tiers(self) -> list[tuple[TierInfo, list[CompiledPolicy], list[CompiledPolicy]]]:
@@ -78,7 +89,7 @@ class PolicyEngine:
         doNotTrack and preDNAT policies act only on host endpoints before connection tracking
         (spec 4.11) and are not part of this pipeline.
         """
-        normal = [p for p in self.cluster.policies if not (p.do_not_track or p.pre_dnat)]
+        normal = self._normal_policies
         staged_keys = {(_STAGED_TWIN[p.kind], p.namespace, p.name): p for p in normal if p.staged}
         by_tier: dict[str, tuple[list[CompiledPolicy], list[CompiledPolicy]]] = {}
         for policy in normal:
@@ -148,24 +159,56 @@ class PolicyEngine:
             self._selector_ip_cache[key] = cached
         return cached
 
+    @cached_property
+    def _policy_rank_enforced(self) -> dict[int, tuple[int, int, CompiledPolicy]]:
+        return {
+            id(policy): (t, position, policy)
+            for t, (_, enforced, _) in enumerate(self.ordered_tiers)
+            for position, policy in enumerate(enforced)
+        }
+
+    @cached_property
+    def _policy_rank_pending(self) -> dict[int, tuple[int, int, CompiledPolicy]]:
+        return {
+            id(policy): (t, position, policy)
+            for t, (_, _, pending) in enumerate(self.ordered_tiers)
+            for position, policy in enumerate(pending)
+        }
+
+    def _selected_by(self, labels: tuple[tuple[str, str], ...]) -> frozenset[int]:
+        """Ids of the policies whose selector matches these effective labels."""
+        cached = self._selected.get(labels)
+        if cached is None:
+            label_map = dict(labels)
+            cached = frozenset(
+                id(p) for p in self._normal_policies if p.selector.matcher(label_map)
+            )
+            self._selected[labels] = cached
+        return cached
+
     def applying(
         self, endpoint: Endpoint, direction: Direction, *, pending: bool
     ) -> tuple[TierPolicies, ...]:
         """Tiers taking part in ``endpoint``'s pipeline for ``direction`` (spec 4.3), each with
         the policies that apply, in order."""
-        key = (f"{endpoint.kind}:{endpoint.key}", direction, pending)
+        # Applicability depends only on the effective labels, so endpoints that share them
+        # (every replica of a workload) share the answer.
+        key = (endpoint.labels, direction, pending)
         cached = self._applying.get(key)
         if cached is not None:
             return cached
-        labels = self._endpoint_labels.get(id(endpoint)) or dict(endpoint.labels)
-        result: list[TierPolicies] = []
-        for tier, enforced, pending_view in self.ordered_tiers:
-            candidates = pending_view if pending else enforced
-            policies = tuple(
-                p for p in candidates if direction in p.types and p.selector.matches(labels)
+        # The selected policies, in evaluation order, grouped into their tiers.
+        rank = self._policy_rank_pending if pending else self._policy_rank_enforced
+        chosen = sorted(
+            (rank[pid] for pid in self._selected_by(endpoint.labels) if pid in rank),
+        )
+        result = [
+            TierPolicies(self.ordered_tiers[tier_index][0], tuple(p for _, _, p in group))
+            for tier_index, group_iter in groupby(
+                (entry for entry in chosen if direction in entry[2].types), key=itemgetter(0)
             )
-            if policies:
-                result.append(TierPolicies(tier, policies))
+            for group in [list(group_iter)]
+        ]
         cached = tuple(result)
         self._applying[key] = cached
         return cached

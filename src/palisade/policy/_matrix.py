@@ -18,7 +18,6 @@ reference evaluator. ``tests/policy`` checks both paths agree on random clusters
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,14 +26,13 @@ import numpy.typing as npt
 
 from palisade.selector import Selector
 
-from ._evaluate import PolicyEngine, TierPolicies
+from ._evaluate import PolicyEngine
 from ._types import (
     Action,
     CompiledRule,
     Direction,
     Endpoint,
     EntityMatch,
-    Flow,
     IPAddress,
     IPNetwork,
     PortMatch,
@@ -78,6 +76,8 @@ class _Peers:
         self._net_cache: dict[IPNetwork, BoolArray] = {}
         self._selector_cache: dict[Selector, BoolArray] = {}
         self._named_cache: dict[tuple[str, int, Selector | None, bytes], BoolArray] = {}
+        self._label_cache: dict[Selector, BoolArray] = {}
+        self._declared_cache: dict[tuple[str, int], npt.NDArray[np.int64]] = {}
 
     def net_mask(self, net: IPNetwork) -> BoolArray:
         cached = self._net_cache.get(net)
@@ -114,6 +114,36 @@ class _Peers:
         self._selector_cache[selector] = mask
         return mask
 
+    def label_mask(self, selector: Selector) -> BoolArray:
+        """Peers that are endpoints whose own (effective) labels the selector matches."""
+        key = selector
+        cached = self._label_cache.get(key)
+        if cached is None:
+            per_set = np.array(
+                [labels is not None and selector.matches(labels) for labels in self.label_sets],
+                dtype=bool,
+            )
+            cached = per_set[self.label_inverse] if self.size else np.zeros(0, dtype=bool)
+            self._label_cache[key] = cached
+        return cached
+
+    def declared_ports(self, name: str, protocol: int) -> npt.NDArray[np.int64]:
+        """Each peer's port number for a named port (-1 where it declares none)."""
+        key = (name, protocol)
+        cached = self._declared_cache.get(key)
+        if cached is None:
+            cached = np.array(
+                [
+                    number
+                    if e is not None and (number := e.named_port(name, protocol)) is not None
+                    else -1
+                    for e in self.endpoints
+                ],
+                dtype=np.int64,
+            )
+            self._declared_cache[key] = cached
+        return cached
+
     def named_port_mask(
         self,
         name: str,
@@ -125,19 +155,10 @@ class _Peers:
         cached = self._named_cache.get(key)
         if cached is not None:
             return cached
-        declared = np.array(
-            [e.named_port(name, protocol) if e is not None else None for e in self.endpoints],
-            dtype=object,
-        )
-        has = np.array([d is not None for d in declared], dtype=bool)
-        numbers = np.where(has, declared, -1).astype(np.int64)
-        mask: BoolArray = has & (numbers == ports)
+        declared = self.declared_ports(name, protocol)
+        mask: BoolArray = (declared >= 0) & (declared == ports)
         if selector is not None:
-            labels_mask = np.array(
-                [labels is not None and selector.matches(labels) for labels in self.label_sets],
-                dtype=bool,
-            )[self.label_inverse]
-            mask &= labels_mask
+            mask &= self.label_mask(selector)
         self._named_cache[key] = mask
         return mask
 
@@ -198,8 +219,8 @@ def _entity_vector(
     return mask
 
 
-def _scalar_protocol_match(rule: CompiledRule, protocol: int, ip_version: int) -> bool:
-    if rule.ip_version is not None and rule.ip_version != ip_version:
+def _scalar_protocol_match(rule: CompiledRule, protocol: int, ip_version: int | None) -> bool:
+    if ip_version is not None and rule.ip_version is not None and rule.ip_version != ip_version:
         return False
     if rule.protocol is not None and rule.protocol != protocol:
         return False
@@ -210,114 +231,92 @@ def _scalar_protocol_match(rule: CompiledRule, protocol: int, ip_version: int) -
 
 
 class VectorEvaluator:
-    """Enforced verdicts of one direction for a local endpoint against every peer at once."""
+    """Enforced verdicts of one direction for a local endpoint against every peer at once.
 
-    def __init__(self, engine: PolicyEngine, peers: _Peers, protocol: int) -> None:
+    One evaluator serves one (protocol, peer ports) situation. Peer vectors are computed once
+    per rule and shared by every local endpoint; a rule's local part is evaluated only when its
+    peer vector still hits an undecided peer, so rules that cannot matter cost nothing.
+    """
+
+    def __init__(
+        self,
+        engine: PolicyEngine,
+        peers: _Peers,
+        protocol: int,
+        peer_ports: npt.NDArray[np.int64] | None,
+        local_cache: dict[tuple[int, int, Direction, int, int | None], bool] | None = None,
+    ) -> None:
         self.engine = engine
         self.peers = peers
         self.protocol = protocol
-        self._rule_vectors: dict[tuple[int, Direction], BoolArray] = {}
-        self._results: dict[tuple[object, ...], BoolArray] = {}
+        self.peer_ports = peer_ports
+        self._rule_vectors: dict[tuple[int, Direction], BoolArray | None] = {}
+        self._local_cache = local_cache if local_cache is not None else {}
 
-    def _peer_vector(
-        self,
-        rule: CompiledRule,
-        direction: Direction,
-        peer_ports: npt.NDArray[np.int64] | None,
-    ) -> BoolArray:
+    def _peer_vector(self, rule: CompiledRule, direction: Direction) -> BoolArray | None:
+        """Which peers the rule's peer side matches (None: none can match at all)."""
         key = (id(rule), direction)
-        cached = self._rule_vectors.get(key)
-        if cached is None:
-            if direction is Direction.EGRESS:
-                cached = _entity_vector(
-                    self.peers, rule.destination, self.protocol, peer_ports, is_destination=True
-                )
-            else:
-                cached = _entity_vector(
-                    self.peers, rule.source, self.protocol, None, is_destination=False
-                )
-            self._rule_vectors[key] = cached
-        return cached
+        if key in self._rule_vectors:
+            return self._rule_vectors[key]
+        vector: BoolArray | None
+        if not _scalar_protocol_match(rule, self.protocol, None):
+            vector = None
+        elif direction is Direction.EGRESS:
+            vector = _entity_vector(
+                self.peers, rule.destination, self.protocol, self.peer_ports, is_destination=True
+            )
+        else:
+            vector = _entity_vector(
+                self.peers, rule.source, self.protocol, None, is_destination=False
+            )
+        if vector is not None and not vector.any():
+            vector = None
+        self._rule_vectors[key] = vector
+        return vector
 
     def _local_match(
         self, rule: CompiledRule, endpoint: Endpoint, direction: Direction, local_port: int | None
     ) -> bool:
-        ip = endpoint.ips[0]
-        if not _scalar_protocol_match(rule, self.protocol, ip.version):
-            return False
-        if direction is Direction.EGRESS:
-            entity, port, is_destination = rule.source, None, False
-        else:
-            entity, port, is_destination = rule.destination, local_port, True
-        return entity.is_any or self.engine.entity_matches(
-            entity, ip, port, self.protocol, is_destination=is_destination
-        )
-
-    def evaluate(
-        self,
-        endpoint: Endpoint,
-        direction: Direction,
-        local_port: int | None,
-        peer_ports: npt.NDArray[np.int64] | None,
-    ) -> BoolArray:
-        tiers = self.engine.applying(endpoint, direction, pending=False)
-        profiles = tuple(
-            self.engine.cluster.profiles[p]
-            for p in endpoint.profiles
-            if p in self.engine.cluster.profiles
-        )
-        local = tuple(
-            tuple(
-                tuple(
-                    self._local_match(r, endpoint, direction, local_port)
-                    for r in p.rules(direction)
-                )
-                for p in tp.policies
-            )
-            for tp in tiers
-        )
-        profile_local = tuple(
-            tuple(
-                self._local_match(r, endpoint, direction, local_port) for r in prof.rules(direction)
-            )
-            for prof in profiles
-        )
-        key = (
-            direction,
-            tuple(tuple(id(p) for p in tp.policies) for tp in tiers),
-            local,
-            tuple(p.name for p in profiles),
-            profile_local,
-        )
-        cached = self._results.get(key)
+        key = (id(rule), id(endpoint), direction, self.protocol, local_port)
+        cached = self._local_cache.get(key)
         if cached is not None:
             return cached
-        result = self._run(tiers, local, profiles, profile_local, direction, peer_ports)
-        self._results[key] = result
+        ip = endpoint.ips[0]
+        if not _scalar_protocol_match(rule, self.protocol, ip.version):
+            result = False
+        else:
+            if direction is Direction.EGRESS:
+                entity, port, is_destination = rule.source, None, False
+            else:
+                entity, port, is_destination = rule.destination, local_port, True
+            result = entity.is_any or self.engine.entity_matches(
+                entity, ip, port, self.protocol, is_destination=is_destination
+            )
+        self._local_cache[key] = result
         return result
 
-    def _run(
-        self,
-        tiers: tuple[TierPolicies, ...],
-        local: tuple[tuple[tuple[bool, ...], ...], ...],
-        profiles: tuple[object, ...],
-        profile_local: tuple[tuple[bool, ...], ...],
-        direction: Direction,
-        peer_ports: npt.NDArray[np.int64] | None,
+    def evaluate(
+        self, endpoint: Endpoint, direction: Direction, local_port: int | None
     ) -> BoolArray:
+        """The tier algorithm of spec 4.6 and the profiles of 4.7, over all peers."""
         size = self.peers.size
         allowed = np.zeros(size, dtype=bool)
         undecided = np.ones(size, dtype=bool)
-        for tier_policies, tier_local in zip(tiers, local, strict=True):
+        for tier_policies in self.engine.applying(endpoint, direction, pending=False):
             in_tier = undecided.copy()
-            for policy, policy_local in zip(tier_policies.policies, tier_local, strict=True):
+            for policy in tier_policies.policies:
                 if policy.staged:
                     continue
-                for rule, rule_local in zip(policy.rules(direction), policy_local, strict=True):
-                    if not rule_local or rule.action is Action.LOG:
+                for rule in policy.rules(direction):
+                    if rule.action is Action.LOG:
                         continue
-                    hit = in_tier & self._peer_vector(rule, direction, peer_ports)
-                    if not hit.any():
+                    peer = self._peer_vector(rule, direction)
+                    if peer is None:
+                        continue
+                    hit = in_tier & peer
+                    if not hit.any() or not self._local_match(
+                        rule, endpoint, direction, local_port
+                    ):
                         continue
                     in_tier &= ~hit
                     if rule.action is Action.ALLOW:
@@ -332,15 +331,20 @@ class VectorEvaluator:
                 undecided &= ~in_tier  # end-of-tier deny
             if not undecided.any():
                 return allowed
-        for profile, rules_local in zip(profiles, profile_local, strict=True):
-            rules = profile.rules(direction)  # type: ignore[attr-defined]
-            for rule, rule_local in zip(rules, rules_local, strict=True):
-                if not rule_local or rule.action is Action.LOG:
+        for name in endpoint.profiles:
+            profile = self.engine.cluster.profiles.get(name)
+            if profile is None:
+                continue
+            for rule in profile.rules(direction):
+                if rule.action is Action.LOG:
                     continue
-                hit = undecided & self._peer_vector(rule, direction, peer_ports)
+                peer = self._peer_vector(rule, direction)
+                if peer is None or not self._local_match(rule, endpoint, direction, local_port):
+                    continue
+                hit = undecided & peer
                 if rule.action is Action.ALLOW:
                     allowed |= hit
-                undecided &= ~hit
+                undecided &= ~hit  # Deny, and Pass (which denies in a profile)
         return allowed
 
 
@@ -375,54 +379,43 @@ def _resolve_ports(
 
 
 def reachability_matrix(engine: PolicyEngine, probes: Sequence[Probe]) -> Matrix:
+    """Verdicts for every ordered pair of pods. Pods that no rule can tell apart (same
+    identity, labels, named ports and CIDR memberships) are evaluated once, as a class."""
     pods = sorted(engine.cluster.pods, key=lambda e: (e.namespace or "", e.name))
-    peers = _Peers(engine, pods, [p.ips[0] for p in pods])
+    nets = _rule_nets(_policy_rules(engine), engine)
+    class_of_key: dict[tuple[object, ...], int] = {}
+    representatives: list[Endpoint] = []
+    pod_class = np.zeros(len(pods), dtype=np.intp)
+    for index, pod in enumerate(pods):
+        key = _endpoint_class_key(pod, pod.ips[0], nets)
+        number = class_of_key.get(key)
+        if number is None:
+            number = class_of_key[key] = len(representatives)
+            representatives.append(pod)
+        pod_class[index] = number
+    peers = _Peers(engine, representatives, [p.ips[0] for p in representatives])
     versions = np.array([p.ips[0].version for p in pods])
     same_family = versions[:, None] == versions[None, :]
+    local_cache: dict[tuple[int, int, Direction, int, int | None], bool] = {}
     results: list[BoolArray] = []
     for probe in probes:
-        ports, resolvable = _resolve_ports(engine, pods, probe)
-        evaluator = VectorEvaluator(engine, peers, probe.protocol)
-        egress = np.zeros((len(pods), len(pods)), dtype=bool)
-        ingress = np.zeros((len(pods), len(pods)), dtype=bool)
-        for index, pod in enumerate(pods):
-            egress[index] = evaluator.evaluate(pod, Direction.EGRESS, None, ports)
+        ports, resolvable = _resolve_ports(engine, representatives, probe)
+        evaluator = VectorEvaluator(engine, peers, probe.protocol, ports, local_cache)
+        size = len(representatives)
+        egress = np.zeros((size, size), dtype=bool)
+        ingress = np.zeros((size, size), dtype=bool)
+        for index, representative in enumerate(representatives):
+            egress[index] = evaluator.evaluate(representative, Direction.EGRESS, None)
             local_port = int(ports[index]) if resolvable[index] else None
-            ingress[index] = evaluator.evaluate(pod, Direction.INGRESS, local_port, None)
+            ingress[index] = evaluator.evaluate(representative, Direction.INGRESS, local_port)
         # allowed[s, d] = egress of s towards d, and ingress of d from s.
-        allowed = egress & ingress.T & same_family & resolvable[None, :]
+        by_class = egress & ingress.T & resolvable[None, :]
+        allowed = by_class[np.ix_(pod_class, pod_class)] & same_family
         results.append(allowed)
     return Matrix([p.key for p in pods], list(probes), results)
 
 
-# --------------------------------------------------------------------------------------------
-# Batch verdicts
-
-
-@dataclass(frozen=True)
-class FlowBatch:
-    """Flows as columns: IPv4 addresses as integers, protocol numbers and destination ports."""
-
-    src_ip: npt.NDArray[np.uint32]
-    dst_ip: npt.NDArray[np.uint32]
-    protocol: npt.NDArray[np.uint8]
-    dst_port: npt.NDArray[np.uint16]
-
-    def __len__(self) -> int:
-        return len(self.src_ip)
-
-    def flow(self, index: int) -> Flow:
-        return Flow(
-            src_ip=ipaddress.IPv4Address(int(self.src_ip[index])),
-            dst_ip=ipaddress.IPv4Address(int(self.dst_ip[index])),
-            protocol=int(self.protocol[index]),
-            dst_port=int(self.dst_port[index]),
-        )
-
-
-def _port_boundaries(engine: PolicyEngine) -> npt.NDArray[np.int64]:
-    """Ports where some rule's verdict can change: every range edge and named-port number."""
-    edges = {0, 65536}
+def _policy_rules(engine: PolicyEngine) -> list[CompiledRule]:
     rules: list[CompiledRule] = []
     for _, enforced, _ in engine.ordered_tiers:
         for policy in enforced:
@@ -431,76 +424,31 @@ def _port_boundaries(engine: PolicyEngine) -> npt.NDArray[np.int64]:
     for profile in engine.cluster.profiles.values():
         rules.extend(profile.ingress)
         rules.extend(profile.egress)
+    return rules
+
+
+def _rule_nets(rules: Sequence[CompiledRule], engine: PolicyEngine) -> list[IPNetwork]:
+    """Every CIDR that can tell two addresses apart: rule nets and network-set nets."""
+    nets: dict[IPNetwork, None] = {}
     for rule in rules:
         for entity in (rule.source, rule.destination):
-            for match in (entity.ports, entity.not_ports):
-                for port_range in match.ranges:
-                    edges.add(port_range.low)
-                    edges.add(port_range.high + 1)
-    for endpoint in engine.cluster.endpoints:
-        for named in endpoint.named_ports:
-            edges.add(named.port)
-            edges.add(named.port + 1)
-    for service in engine.cluster.services:
-        for service_port in service.ports:
-            edges.add(service_port.port)
-            edges.add(service_port.port + 1)
-            if isinstance(service_port.target_port, int):
-                edges.add(service_port.target_port)
-                edges.add(service_port.target_port + 1)
-    return np.array(sorted(edges), dtype=np.int64)
+            for net in (*(entity.nets or ()), *entity.not_nets):
+                nets[net] = None
+    for network_set in engine.cluster.network_sets:
+        for net in network_set.nets:
+            nets[net] = None
+    return list(nets)
 
 
-def batch_verdicts(engine: PolicyEngine, batch: FlowBatch) -> BoolArray:
-    """Enforced verdicts for a batch of IPv4 flows.
-
-    Addresses are mapped to peer slots (every endpoint address, plus each distinct unknown
-    address), ports to the port class between rule boundaries; each distinct
-    (protocol, port class) gets a verdict table over endpoint *classes*, and the flows are
-    answered by one gather.
-    """
-    endpoints_by_ip: dict[int, Endpoint] = {}
-    for endpoint in engine.cluster.endpoints:
-        for ip in endpoint.ips:
-            if ip.version == 4:
-                existing = endpoints_by_ip.get(int(ip))
-                if existing is None or (existing.kind == "hep" and endpoint.kind == "wep"):
-                    endpoints_by_ip[int(ip)] = endpoint
-    known = np.array(sorted(endpoints_by_ip), dtype=np.uint64)
-    all_ips = np.concatenate([batch.src_ip, batch.dst_ip]).astype(np.uint64)
-    unique_ips, inverse = np.unique(all_ips, return_inverse=True)
-    slot_endpoints: list[Endpoint | None] = [endpoints_by_ip.get(int(ip)) for ip in unique_ips]
-    slot_ips: list[IPAddress] = [ipaddress.IPv4Address(int(ip)) for ip in unique_ips]
-    del known
-    src_slot = inverse[: len(batch)]
-    dst_slot = inverse[len(batch) :]
-
-    peers = _Peers(engine, slot_endpoints, slot_ips)
-    boundaries = _port_boundaries(engine)
-    port_class = np.searchsorted(boundaries, batch.dst_port.astype(np.int64), side="right") - 1
-    combo = batch.protocol.astype(np.int64) * (len(boundaries) + 1) + port_class
-    unique_combos, combo_inverse = np.unique(combo, return_inverse=True)
-
-    result = np.zeros(len(batch), dtype=bool)
-    for combo_index, combo_value in enumerate(unique_combos):
-        protocol = int(combo_value // (len(boundaries) + 1))
-        port = int(boundaries[int(combo_value % (len(boundaries) + 1))])
-        selected = np.nonzero(combo_inverse == combo_index)[0]
-        table = _slot_table(engine, peers, protocol, port)
-        result[selected] = table[src_slot[selected], dst_slot[selected]]
-    return result
-
-
-def _slot_table(engine: PolicyEngine, peers: _Peers, protocol: int, port: int) -> BoolArray:
-    """allowed[src_slot, dst_slot] for one (protocol, representative port)."""
-    size = peers.size
-    evaluator = VectorEvaluator(engine, peers, protocol)
-    port_vector = np.full(size, port, dtype=np.int64)
-    egress = np.ones((size, size), dtype=bool)
-    ingress = np.ones((size, size), dtype=bool)
-    for index, endpoint in enumerate(peers.endpoints):
-        if endpoint is None:
-            continue
-        egress[index] = evaluator.evaluate(endpoint, Direction.EGRESS, None, port_vector)
-        ingress[index] = evaluator.evaluate(endpoint, Direction.INGRESS, port, None)
-    return egress & ingress.T
+def _endpoint_class_key(
+    endpoint: Endpoint, ip: IPAddress, nets: Sequence[IPNetwork]
+) -> tuple[object, ...]:
+    return (
+        endpoint.kind,
+        ip.version,
+        endpoint.namespace,
+        endpoint.labels,
+        endpoint.named_ports,
+        endpoint.profiles,
+        tuple(ip.version == net.version and ip in net for net in nets),
+    )

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ._matrix import FlowBatch
+from ._batch import FlowBatch
 
 Document = dict[str, Any]
 

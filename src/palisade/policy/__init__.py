@@ -11,7 +11,7 @@ Semantics follow Calico v3.32 (policy names independent of tiers, ``kind:[ns/]na
 strings, ClusterNetworkPolicy tiers); older forms are accepted on input.
 """
 
-from ._batch import FlowBatch, batch_verdicts
+from ._batch import Connectivity, FlowBatch, batch_verdicts, connectivity
 from ._cluster import BUILTIN_TIERS, Cluster
 from ._evaluate import PROFILE_TIER, PolicyEngine, TierPolicies
 from ._matrix import Matrix, Probe, reachability_matrix
@@ -40,6 +40,7 @@ __all__ = [
     "Cluster",
     "CompiledPolicy",
     "CompiledRule",
+    "Connectivity",
     "Direction",
     "DirectionResult",
     "Endpoint",
@@ -56,6 +57,7 @@ __all__ = [
     "TranslationError",
     "Verdict",
     "batch_verdicts",
+    "connectivity",
     "protocol_name",
     "protocol_number",
     "reachability_matrix",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 import numpy.typing as npt
@@ -18,7 +19,7 @@ import numpy.typing as npt
 from ._evaluate import PolicyEngine
 from ._matrix import BoolArray, _endpoint_class_key, _Peers, _policy_rules, _rule_nets
 from ._tables import SignatureEvaluator
-from ._types import CompiledRule, Endpoint, Flow, IPAddress, IPNetwork, PortRange
+from ._types import CompiledRule, Direction, Endpoint, Flow, IPAddress, IPNetwork, PortRange
 
 # --------------------------------------------------------------------------------------------
 # Batch verdicts
@@ -198,3 +199,87 @@ def batch_verdicts(engine: PolicyEngine, batch: FlowBatch) -> BoolArray:
     evaluator = SignatureEvaluator(engine, peers, signature_protocols, signature_ports)
     result = evaluator.lookup(table_of_combo[combo], src_class, dst_class)
     return result
+
+
+@dataclass(frozen=True)
+class Connectivity:
+    """Every port of every protocol between every ordered pair of pods: the all-connections
+    answer (what ``nca --connectivity`` reports), as port ranges per protocol."""
+
+    pods: list[str]
+    protocols: list[int]
+    ranges: list[list[PortRange]]  # per signature: the port ranges it stands for
+    allowed: BoolArray  # [signature, source pod, destination pod]
+
+    def allowed_ports(self, source: str, destination: str) -> dict[int, list[PortRange]]:
+        """Allowed ports from ``source`` to ``destination``, merged into ranges per protocol."""
+        i, j = self.pods.index(source), self.pods.index(destination)
+        by_protocol: dict[int, list[PortRange]] = {}
+        for s in np.nonzero(self.allowed[:, i, j])[0]:
+            by_protocol.setdefault(self.protocols[s], []).extend(self.ranges[s])
+        return {p: _merge(r) for p, r in sorted(by_protocol.items())}
+
+
+def _merge(ranges: list[PortRange]) -> list[PortRange]:
+    merged: list[PortRange] = []
+    for current in sorted(ranges, key=lambda r: r.low):
+        if merged and current.low <= merged[-1].high + 1:
+            merged[-1] = PortRange(merged[-1].low, max(merged[-1].high, current.high))
+        else:
+            merged.append(current)
+    return merged
+
+
+PORTED = (6, 17, 132)
+
+
+def connectivity(engine: PolicyEngine, protocols: Sequence[int] = PORTED) -> Connectivity:
+    """Enforced verdicts for every (protocol, port) between every ordered pair of pods.
+
+    Ports 1–65535 of each protocol are cut at every rule port boundary; intervals with the
+    same behaviour signature share one evaluation, and pods no rule can tell apart share one
+    class, so the cost follows the policy's complexity, not the port space.
+    """
+    pods = sorted(engine.cluster.pods, key=lambda e: (e.namespace or "", e.name))
+    rules = _policy_rules(engine)
+    nets = _rule_nets(rules, engine)
+    class_of_key: dict[tuple[object, ...], int] = {}
+    representatives: list[Endpoint] = []
+    pod_class = np.zeros(len(pods), dtype=np.intp)
+    for index, pod in enumerate(pods):
+        key = _endpoint_class_key(pod, pod.ips[0], nets)
+        number = class_of_key.get(key)
+        if number is None:
+            number = class_of_key[key] = len(representatives)
+            representatives.append(pod)
+        pod_class[index] = number
+    boundaries, signature = _port_signatures(engine, rules)
+    edges = [int(b) for b in boundaries if 1 <= b <= 65535]
+    edges = sorted({1, *edges, 65536})
+    index_of: dict[tuple[object, ...], int] = {}
+    signature_protocols: list[int] = []
+    signature_ports: list[int] = []
+    ranges: list[list[PortRange]] = []
+    for protocol in protocols:
+        for low, next_low in pairwise(edges):
+            key = signature(protocol, low)
+            s = index_of.get(key)
+            if s is None:
+                s = index_of[key] = len(signature_protocols)
+                signature_protocols.append(protocol)
+                signature_ports.append(low)
+                ranges.append([])
+            ranges[s].append(PortRange(low, next_low - 1))
+    peers = _Peers(engine, representatives, [p.ips[0] for p in representatives])
+    evaluator = SignatureEvaluator(engine, peers, signature_protocols, signature_ports)
+    size, count = peers.size, len(signature_protocols)
+
+    def unpack(direction_rows: npt.NDArray[np.uint8]) -> BoolArray:
+        bits = np.unpackbits(direction_rows, axis=1, bitorder="little", count=count * size)
+        return bits.reshape(size, count, size).view(bool)
+
+    egress = unpack(evaluator.packed_rows(Direction.EGRESS))  # [src, sig, dst]
+    ingress = unpack(evaluator.packed_rows(Direction.INGRESS))  # [dst, sig, src]
+    by_class = egress.transpose(1, 0, 2) & ingress.transpose(1, 2, 0)
+    allowed: BoolArray = by_class[:, pod_class][:, :, pod_class]
+    return Connectivity([p.key for p in pods], signature_protocols, ranges, allowed)

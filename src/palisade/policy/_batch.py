@@ -17,7 +17,14 @@ import numpy as np
 import numpy.typing as npt
 
 from ._evaluate import PolicyEngine
-from ._matrix import BoolArray, _endpoint_class_key, _Peers, _policy_rules, _rule_nets
+from ._matrix import (
+    BoolArray,
+    _endpoint_class_key,
+    _Peers,
+    _policy_rules,
+    _rule_nets,
+    pod_classes,
+)
 from ._tables import SignatureEvaluator
 from ._types import CompiledRule, Direction, Endpoint, Flow, IPAddress, IPNetwork, PortRange
 
@@ -240,19 +247,8 @@ def connectivity(engine: PolicyEngine, protocols: Sequence[int] = PORTED) -> Con
     same behaviour signature share one evaluation, and pods no rule can tell apart share one
     class, so the cost follows the policy's complexity, not the port space.
     """
-    pods = sorted(engine.cluster.pods, key=lambda e: (e.namespace or "", e.name))
+    pods, representatives, pod_class = pod_classes(engine)
     rules = _policy_rules(engine)
-    nets = _rule_nets(rules, engine)
-    class_of_key: dict[tuple[object, ...], int] = {}
-    representatives: list[Endpoint] = []
-    pod_class = np.zeros(len(pods), dtype=np.intp)
-    for index, pod in enumerate(pods):
-        key = _endpoint_class_key(pod, pod.ips[0], nets)
-        number = class_of_key.get(key)
-        if number is None:
-            number = class_of_key[key] = len(representatives)
-            representatives.append(pod)
-        pod_class[index] = number
     boundaries, signature = _port_signatures(engine, rules)
     edges = [int(b) for b in boundaries if 1 <= b <= 65535]
     edges = sorted({1, *edges, 65536})

@@ -114,6 +114,20 @@ class _Peers:
         self._selector_cache[selector] = mask
         return mask
 
+    def address_mask(self, entity: EntityMatch) -> BoolArray:
+        """Peers whose address passes the entity's nets, notNets, selector and notSelector
+        (everything but ports and services)."""
+        mask = np.ones(self.size, dtype=bool)
+        if entity.nets is not None:
+            mask &= self.nets_mask(entity.nets)
+        if entity.not_nets:
+            mask &= ~self.nets_mask(entity.not_nets)
+        if entity.selector is not None:
+            mask &= self.selector_mask(entity.selector)
+        if entity.not_selector is not None:
+            mask &= ~self.selector_mask(entity.not_selector)
+        return mask
+
     def label_mask(self, selector: Selector) -> BoolArray:
         """Peers that are endpoints whose own (effective) labels the selector matches."""
         key = selector
@@ -188,17 +202,9 @@ def _entity_vector(
     *,
     is_destination: bool,
 ) -> BoolArray:
-    mask = np.ones(peers.size, dtype=bool)
     if entity.is_any:
-        return mask
-    if entity.nets is not None:
-        mask &= peers.nets_mask(entity.nets)
-    if entity.not_nets:
-        mask &= ~peers.nets_mask(entity.not_nets)
-    if entity.selector is not None:
-        mask &= peers.selector_mask(entity.selector)
-    if entity.not_selector is not None:
-        mask &= ~peers.selector_mask(entity.not_selector)
+        return np.ones(peers.size, dtype=bool)
+    mask = peers.address_mask(entity)
     if entity.ports:
         mask &= _ports_vector(peers, entity.ports, protocol, peer_ports, entity.selector)
     if entity.not_ports:
@@ -378,9 +384,11 @@ def _resolve_ports(
     return ports, ok
 
 
-def reachability_matrix(engine: PolicyEngine, probes: Sequence[Probe]) -> Matrix:
-    """Verdicts for every ordered pair of pods. Pods that no rule can tell apart (same
-    identity, labels, named ports and CIDR memberships) are evaluated once, as a class."""
+def pod_classes(
+    engine: PolicyEngine,
+) -> tuple[list[Endpoint], list[Endpoint], npt.NDArray[np.intp]]:
+    """Pods in matrix order, one representative per class of pods that no rule can tell
+    apart, and each pod's class."""
     pods = sorted(engine.cluster.pods, key=lambda e: (e.namespace or "", e.name))
     nets = _rule_nets(_policy_rules(engine), engine)
     class_of_key: dict[tuple[object, ...], int] = {}
@@ -393,6 +401,13 @@ def reachability_matrix(engine: PolicyEngine, probes: Sequence[Probe]) -> Matrix
             number = class_of_key[key] = len(representatives)
             representatives.append(pod)
         pod_class[index] = number
+    return pods, representatives, pod_class
+
+
+def reachability_matrix(engine: PolicyEngine, probes: Sequence[Probe]) -> Matrix:
+    """Verdicts for every ordered pair of pods. Pods that no rule can tell apart (same
+    identity, labels, named ports and CIDR memberships) are evaluated once, as a class."""
+    pods, representatives, pod_class = pod_classes(engine)
     peers = _Peers(engine, representatives, [p.ips[0] for p in representatives])
     versions = np.array([p.ips[0].version for p in pods])
     same_family = versions[:, None] == versions[None, :]

@@ -91,15 +91,7 @@ class SignatureEvaluator:
         signature's, its port). Without a known port (ephemeral source ports), `ports` never
         match and `notPorts` never exclude."""
         peers = self.peers
-        base = np.ones(peers.size, dtype=bool)
-        if entity.nets is not None:
-            base &= peers.nets_mask(entity.nets)
-        if entity.not_nets:
-            base &= ~peers.nets_mask(entity.not_nets)
-        if entity.selector is not None:
-            base &= peers.selector_mask(entity.selector)
-        if entity.not_selector is not None:
-            base &= ~peers.selector_mask(entity.not_selector)
+        base = peers.address_mask(entity)
         matrix = np.broadcast_to(base, (self.signatures, peers.size)).copy()
         if entity.ports:
             if not port_known:

@@ -11,19 +11,12 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TypeAlias
 
+from palisade.model import PROTOCOL_NUMBERS
 from palisade.selector import Selector
 
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-PROTOCOL_NUMBERS: dict[str, int] = {
-    "TCP": 6,
-    "UDP": 17,
-    "ICMP": 1,
-    "ICMPv6": 58,
-    "SCTP": 132,
-    "UDPLite": 136,
-}
 PROTOCOL_NAMES: dict[int, str] = {number: name for name, number in PROTOCOL_NUMBERS.items()}
 PORTED_PROTOCOLS = frozenset({6, 17, 132})
 

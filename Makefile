@@ -34,7 +34,7 @@ $(NCA_VENV)/.installed:
 
 install: system-deps $(VENV)/.installed $(NCA_VENV)/.installed
 
-demo: install
+demo: system-deps $(VENV)/.installed
 	$(BIN)/palisade demo examples/
 
 lint: install

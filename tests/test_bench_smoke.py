@@ -20,7 +20,7 @@ EXPECTED_FIGURES = [
     r"^\(c\) batch verdicts \([\d,]+ flows in [\d.]+ s, [\d.]+% allowed\)\s+[\d,]+ flows/s",
     r"^\(d\) nca --connectivity, per pod pair \(\d+ ns, \d+ pods, \d+ policies\)\s+[\d.]+ s",
     r"^\(d\) nca --connectivity, default output \(firewall rules\)\s+[\d.]+ s",
-    r"^\(d\) palisade load\+compile\+matrix \(\d+ probes\)\s+[\d.]+ s",
+    r"^\(d\) palisade load\+compile\+all-ports connectivity \(\d+ port classes\)\s+[\d.]+ s",
     r"^\(d\) speed-up nca per pod pair / palisade\s+[\d,.]+x",
     r"^\(d\) speed-up nca default output / palisade\s+[\d,.]+x",
 ]

@@ -1,19 +1,19 @@
-"""Vectorised evaluation: the reachability matrix and batch verdicts for millions of flows.
+"""Vectorised evaluation: the reachability matrix, and the peer masks other paths share.
 
 The reference evaluator (``_evaluate``) walks one flow at a time. Here the same tier algorithm
 runs once per *local* endpoint over a boolean vector of all *peers* at once:
 
 - A rule's match splits into a scalar part about the local endpoint (protocol, and its own side
   of the rule: the destination for ingress, the source for egress) and a vector part about the
-  peers (the other side). Vector parts are built from shared masks — one per distinct selector,
-  net list and named port — the same sharing Felix gets from IP sets.
-- Local endpoints whose applying policies and scalar rule results are identical share one
-  result vector (every replica of a Deployment, typically).
-- Peers that no rule can tell apart form one class, so batch verdicts reduce to a table lookup
-  indexed by (port class, source class, destination class).
+  peers (the other side). Vector parts are built from shared masks (``_Peers``) — one per
+  distinct selector, net list and named port — the same sharing Felix gets from IP sets.
+- Pods that no rule can tell apart (same identity, labels, named ports and CIDR memberships)
+  form one class and are evaluated once (``pod_classes``).
+- A rule's local part is evaluated only when its peer vector still hits an undecided peer.
 
-Verdicts here are enforced verdicts; the trace and pending (staged) verdicts come from the
-reference evaluator. ``tests/policy`` checks both paths agree on random clusters.
+``_tables`` and ``_batch`` build on the same masks to cover every port at once. Verdicts here
+are enforced verdicts; traces and pending (staged) verdicts come from the reference evaluator,
+and ``tests/policy`` checks the paths agree on random clusters.
 """
 
 from __future__ import annotations

@@ -173,9 +173,9 @@ class RuleScanner:
             self._index.update_selector(set_id, definition.selector or ALL)
 
     def _undefine(self, set_id: str) -> None:
-        definition = self._definitions.pop(set_id)
-        if definition.service is None:
-            self._index.update_selector(set_id, None)
+        if self._definitions[set_id].service is None:
+            self._index.update_selector(set_id, None)  # reports every match stopping
+        del self._definitions[set_id]
         del self._members[set_id]
         self._dirty_sets.add(set_id)
 

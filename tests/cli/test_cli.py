@@ -10,6 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from palisade.cli import app
+from tests.etcd_server import EtcdServer
 from tests.shared_data import (
     conformance_cases,
     conformance_ips,
@@ -225,3 +226,21 @@ def test_demo_runs_on_the_examples() -> None:
     assert result.exit_code == 0, result.output
     assert "pairs allowed" in result.output
     assert "ALLOWED" in result.output and "DENIED" in result.output
+
+
+@pytest.mark.etcd
+def test_apply_get_delete_against_etcd(tmp_path: Path, etcd_server: EtcdServer) -> None:
+    store = etcd_server.store_url("/palisade-cli/")
+    demo = str(REPO / "examples" / "demo")
+    result = runner.invoke(app, ["apply", "-f", demo, "--datastore", store])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(
+        app, ["get", "networkpolicy", "-n", "data", "-o", "json", "--datastore", store]
+    )
+    assert result.exit_code == 0, result.output
+    names = sorted(item["metadata"]["name"] for item in json.loads(result.output)["items"])
+    assert names == ["default-deny", "stores"]
+    result = runner.invoke(app, ["delete", "-f", demo, "--datastore", store])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["get", "gnp", "-o", "json", "--datastore", store])
+    assert json.loads(result.output)["items"] == []

@@ -23,9 +23,7 @@ from palisade.datastore import (
 )
 
 if TYPE_CHECKING:
-    # Only a type: the fixture hands the object over, and a rootless conftest is not a module
-    # to import from at run time.
-    from conftest import EtcdServer  # type: ignore[import-not-found]
+    from tests.etcd_server import EtcdServer
 
 pytestmark = pytest.mark.timeout(90)
 

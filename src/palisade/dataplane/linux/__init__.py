@@ -1,0 +1,61 @@
+"""The Linux netlink driver: links, addresses, routes, neighbours, VXLAN FDB and namespaces.
+
+Every netlink call Palisade makes lives in this package's private modules; callers see small
+frozen dataclasses (:class:`Link`, :class:`Address`, :class:`Route`, :class:`Neighbour`,
+:class:`FdbEntry`) and one exception type, :class:`NetlinkError`. A :class:`Netlink` object is
+bound to one network namespace (``None``: the caller's own) and is a context manager::
+
+    create_netns("pal-node1")
+    with Netlink("pal-node1") as nl:
+        nl.create_veth("pal-v0", "eth0", peer_netns="pal-pod1")
+        nl.set_up("pal-v0")
+        nl.add_route(Route(ip_network("10.65.1.0/24"), None, "pal-v0"))
+
+Ownership: whatever Palisade creates is marked as its own so it can be adopted or swept —
+names (namespaces, links) start with :data:`PREFIX` and routes carry the protocol number
+:data:`RTPROT_PALISADE`. :func:`sweep` removes only objects whose name has the prefix.
+
+Left to others: deciding what to program (``palisade.calc``, the agent), packet filtering
+(nftables), address allocation (IPAM) and the CNI protocol. Nothing here keeps desired state or
+retries; a driver above it compares desired and actual state using :meth:`Netlink.links`,
+:meth:`Netlink.routes` and friends.
+"""
+
+from palisade.dataplane.linux._model import (
+    PREFIX,
+    RTPROT_PALISADE,
+    Address,
+    FdbEntry,
+    Link,
+    Neighbour,
+    NetlinkError,
+    Route,
+)
+from palisade.dataplane.linux._netlink import Netlink, SweepResult, sweep, sweep_links
+from palisade.dataplane.linux._netns import (
+    create_netns,
+    delete_netns,
+    list_netns,
+    netns_exists,
+    run_in_netns,
+)
+
+__all__ = [
+    "PREFIX",
+    "RTPROT_PALISADE",
+    "Address",
+    "FdbEntry",
+    "Link",
+    "Neighbour",
+    "Netlink",
+    "NetlinkError",
+    "Route",
+    "SweepResult",
+    "create_netns",
+    "delete_netns",
+    "list_netns",
+    "netns_exists",
+    "run_in_netns",
+    "sweep",
+    "sweep_links",
+]

@@ -316,3 +316,32 @@ def test_a_new_policy_for_one_pod_recomputes_one_chain() -> None:
 
 def test_replay_of_big_cluster_matches_in_reverse() -> None:
     assert replay(list(reversed(BIG))).state() == replay(BIG).state()
+
+
+def test_a_tier_change_recomputes_only_endpoints_with_policies_in_it() -> None:
+    graph, dataplane = _graph(SCENARIO)
+    tier = copy.deepcopy(next(d for d in SCENARIO if d["kind"] == "Tier"))
+    tier["spec"]["defaultAction"] = "Deny"
+    (endpoints, chains, rules), calls = _delta(graph, dataplane, [tier])
+    assert (endpoints, chains, rules) == (0, 2, 0)  # web-1 and db-1 both use the tier
+    assert {c[1] for c in calls} == {"wep:prod/web-1", "wep:prod/db-1"}
+    web = dataplane.endpoints["wep:prod/web-1"]
+    assert [(t.tier, t.default_action.value) for t in web.ingress_tiers] == [("security", "Deny")]
+    (_, chains, _), _ = _delta(graph, dataplane, [(tier, None)])  # no Tier resource: Deny, last
+    assert chains == 2
+    db = dataplane.endpoints["wep:prod/db-1"]
+    assert [t.tier for t in db.ingress_tiers] == ["default", "security"]
+
+
+def test_a_pod_without_addresses_has_none() -> None:
+    addressless = pod("pending", "10.0.0.77", "node-a", {"app": "web"})
+    del addressless["status"]
+    _, dataplane = _graph([*SCENARIO, addressless])
+    endpoint = dataplane.endpoints["wep:prod/pending"]
+    assert endpoint.ips == () and not endpoint.deny_all
+    assert endpoint.ingress_tiers == dataplane.endpoints["wep:prod/web-1"].ingress_tiers
+    knp = dataplane.policies["knp:prod/db-from-web"]
+    assert dataplane.sets[knp.ingress[0].source.selector_set_id or ""].members == {
+        "10.0.0.1/32",
+        "10.0.1.1/32",
+    }

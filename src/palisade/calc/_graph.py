@@ -111,15 +111,16 @@ class CalcGraph:
                 except (ValueError, TypeError, KeyError):
                     service = None
             self._rule_scanner.on_service_update(key, service)
-        self._propagate()
 
-    def _propagate(self) -> None:
+    def flush(self) -> int:
+        """Tell the dataplane what changed since the last flush; returns the callback count.
+
+        Chains, active rules and set members are computed here, from what the updates since
+        the last flush marked dirty, so a burst of updates (a resync) computes each once.
+        """
         self._resolver.flush()
         self._local_endpoints.flush()
         self._rule_scanner.flush()
-
-    def flush(self) -> int:
-        """Tell the dataplane what changed since the last flush; returns the callback count."""
         return self._sequencer.flush()
 
     @property

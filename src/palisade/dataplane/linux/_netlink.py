@@ -171,10 +171,6 @@ class Netlink:
         """A Linux bridge, down, with no ports."""
         return self._add_link("create_bridge", name, kind="bridge")
 
-    def create_dummy(self, name: str) -> Link:
-        """A dummy link (a local address holder), down."""
-        return self._add_link("create_dummy", name, kind="dummy")
-
     def create_vxlan(
         self,
         name: str,

@@ -7,6 +7,7 @@ a timeout or an unreachable error means they did not.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import subprocess
 import sys
@@ -368,3 +369,19 @@ def test_run_in_netns(netns: Namespaces) -> None:
         run_in_netns(netns.a, [sys.executable, "-c", "raise SystemExit(3)"], check=True)
     with pytest.raises(NetlinkError, match="no such namespace"):
         run_in_netns(f"{netns.prefix}none", ["true"])
+
+
+def test_async_callers_get_a_clear_error_and_threads_work(netns: Namespaces) -> None:
+    async def inside_loop() -> None:
+        with pytest.raises(NetlinkError, match=r"asyncio\.to_thread"):
+            Netlink(netns.a)
+
+    async def via_thread() -> list[str]:
+        def names() -> list[str]:
+            with Netlink(netns.a) as a:
+                return [link.name for link in a.links()]
+
+        return await asyncio.to_thread(names)
+
+    asyncio.run(inside_loop())
+    assert asyncio.run(via_thread()) == ["lo"]

@@ -6,6 +6,7 @@ takes and returns the dataclasses of ``_model``, and every failure becomes Netli
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import socket
 from dataclasses import dataclass
@@ -50,17 +51,35 @@ def _family(address: IPAddress | IPInterface) -> int:
     return socket.AF_INET if address.version == 4 else socket.AF_INET6
 
 
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 class Netlink:
     """Netlink operations in one network namespace (``None``: the caller's own).
 
     Binding to a namespace never creates it: a missing namespace is a NetlinkError. Use it as
-    a context manager, or call :meth:`close`. Not thread-safe: one object per thread.
+    a context manager, or call :meth:`close`. Not thread-safe: one object per thread. It is
+    synchronous and cannot be opened inside a running asyncio loop: from async code, run it
+    with ``asyncio.to_thread``.
     Links are named by their name in this namespace; an unknown name is a NetlinkError with
     ``errno == ENODEV``. Deletions are idempotent and return whether something was removed.
     """
 
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
+        if _in_event_loop():
+            # pyroute2's synchronous IPRoute drives an asyncio loop of its own, which cannot
+            # run inside a running one; it would fail with a half-set-up socket.
+            raise NetlinkError(
+                "open",
+                self._where("netlink socket"),
+                "called from a running asyncio event loop; use asyncio.to_thread",
+            )
         if netns is not None:
             check_name("open", "netns", netns)
             if not netns_exists(netns):

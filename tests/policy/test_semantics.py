@@ -652,3 +652,31 @@ spec:
     )
     # The policy (no rules) denies ingress to the pods whose service account it selects.
     assert check(engine, TOOL, WEB, 8080).allowed is not expected
+
+
+def test_enforced_trace_shows_skipped_staged_policies() -> None:
+    engine = engine_for(
+        """
+apiVersion: projectcalico.org/v3
+kind: StagedNetworkPolicy
+metadata: {name: lock-db, namespace: prod}
+spec:
+  order: 1
+  selector: app == "db"
+  ingress: [{action: Deny}]
+---
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: db, namespace: prod}
+spec:
+  order: 2
+  selector: app == "db"
+  ingress: [{action: Allow}]
+"""
+    )
+    verdict = check(engine, TOOL, DB, 5432)
+    assert verdict.allowed and not verdict.pending_allowed
+    assert verdict.ingress is not None
+    outcomes = [(step.policy, step.outcome.value) for step in verdict.ingress.trace]
+    assert outcomes == [("snp:prod/lock-db", "skipped-staged"), ("np:prod/db", "matched")]
+    assert verdict.ingress.policy_strings() == ["0|default|np:prod/db|allow|0"]

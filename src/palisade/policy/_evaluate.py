@@ -68,7 +68,7 @@ class PolicyEngine:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self._applying: dict[
-            tuple[tuple[tuple[str, str], ...], Direction, bool], tuple[TierPolicies, ...]
+            tuple[tuple[tuple[str, str], ...], Direction, bool, bool], tuple[TierPolicies, ...]
         ] = {}
         self._selected: dict[tuple[tuple[str, str], ...], frozenset[int]] = {}
         self._ip_owner_cache: dict[IPAddress, tuple[_Owner, ...]] = {}
@@ -175,6 +175,19 @@ class PolicyEngine:
             for position, policy in enumerate(pending)
         }
 
+    @cached_property
+    def _policy_rank_traced(self) -> dict[int, tuple[int, int, CompiledPolicy]]:
+        """Enforced policies plus the staged ones, in tier order: what an enforced evaluation
+        walks past, so that its trace can show the staged policies it skipped."""
+        ranks: dict[int, tuple[int, int, CompiledPolicy]] = {}
+        for t, (_, enforced, pending) in enumerate(self.ordered_tiers):
+            walked = sorted(
+                [*enforced, *(p for p in pending if p.staged)], key=lambda p: p.sort_key
+            )
+            for position, policy in enumerate(walked):
+                ranks[id(policy)] = (t, position, policy)
+        return ranks
+
     def _selected_by(self, labels: tuple[tuple[str, str], ...]) -> frozenset[int]:
         """Ids of the policies whose selector matches these effective labels."""
         cached = self._selected.get(labels)
@@ -187,18 +200,21 @@ class PolicyEngine:
         return cached
 
     def applying(
-        self, endpoint: Endpoint, direction: Direction, *, pending: bool
+        self, endpoint: Endpoint, direction: Direction, *, pending: bool, traced: bool = False
     ) -> tuple[TierPolicies, ...]:
         """Tiers taking part in ``endpoint``'s pipeline for ``direction`` (spec 4.3), each with
         the policies that apply, in order."""
         # Applicability depends only on the effective labels, so endpoints that share them
         # (every replica of a workload) share the answer.
-        key = (endpoint.labels, direction, pending)
+        key = (endpoint.labels, direction, pending, traced)
         cached = self._applying.get(key)
         if cached is not None:
             return cached
         # The selected policies, in evaluation order, grouped into their tiers.
-        rank = self._policy_rank_pending if pending else self._policy_rank_enforced
+        if pending:
+            rank = self._policy_rank_pending
+        else:
+            rank = self._policy_rank_traced if traced else self._policy_rank_enforced
         chosen = sorted(
             (rank[pid] for pid in self._selected_by(endpoint.labels) if pid in rank),
         )
@@ -362,7 +378,7 @@ class PolicyEngine:
                 endpoint.key, direction, allowed, tuple(hits), tuple(trace), tuple(logged)
             )
 
-        for tier_policies in self.applying(endpoint, direction, pending=pending):
+        for tier_policies in self.applying(endpoint, direction, pending=pending, traced=True):
             tier = tier_policies.tier
             passed = False
             for policy in tier_policies.policies:

@@ -29,6 +29,7 @@ from palisade.dataplane.linux import (
     run_in_netns,
     sweep,
     sweep_links,
+    sweep_routes,
 )
 from tests.dataplane.conftest import Namespaces
 
@@ -187,10 +188,14 @@ def test_routes_listed_and_filtered_by_protocol(netns: Namespaces) -> None:
         a.replace_route(ours)
         assert reachable(netns.a, "10.80.1.1")
 
-        assert a.delete_route(ours) and a.delete_route(ours_v6)
+        assert a.delete_route(ours)
         assert not a.delete_route(ours)
+        wrong_protocol = Route(theirs.dst, theirs.gateway, va, RTPROT_PALISADE)
+        assert not a.delete_route(wrong_protocol)  # never deletes another protocol's route
+        assert sweep_routes(netns.a) == (ours_v6,)
         assert a.routes(protocol=RTPROT_PALISADE) == []
         assert a.routes(protocol=RTPROT_STATIC) == [theirs]
+        assert Route(ip_network("10.79.0.0/24"), None, va, 2) in a.routes()
 
 
 def test_vxlan_overlay_carries_pod_traffic_between_nodes(netns: Namespaces) -> None:

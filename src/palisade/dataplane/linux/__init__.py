@@ -13,7 +13,8 @@ bound to one network namespace (``None``: the caller's own) and is a context man
 
 Ownership: whatever Palisade creates is marked as its own so it can be adopted or swept —
 names (namespaces, links) start with :data:`PREFIX` and routes carry the protocol number
-:data:`RTPROT_PALISADE`. :func:`sweep` removes only objects whose name has the prefix.
+:data:`RTPROT_PALISADE`. :func:`sweep` and :func:`sweep_links` remove only objects whose
+name has the prefix; :func:`sweep_routes` only routes with Palisade's protocol.
 
 Left to others: deciding what to program (``palisade.calc``, the agent), packet filtering
 (nftables), address allocation (IPAM) and the CNI protocol. Nothing here keeps desired state or
@@ -31,7 +32,13 @@ from palisade.dataplane.linux._model import (
     NetlinkError,
     Route,
 )
-from palisade.dataplane.linux._netlink import Netlink, SweepResult, sweep, sweep_links
+from palisade.dataplane.linux._netlink import (
+    Netlink,
+    SweepResult,
+    sweep,
+    sweep_links,
+    sweep_routes,
+)
 from palisade.dataplane.linux._netns import (
     create_netns,
     delete_netns,
@@ -58,4 +65,5 @@ __all__ = [
     "run_in_netns",
     "sweep",
     "sweep_links",
+    "sweep_routes",
 ]

@@ -18,8 +18,9 @@ from ipaddress import (
 #: Name prefix of every namespace and link Palisade creates; :func:`sweep` keys on it.
 PREFIX = "pal"
 
-#: Route protocol number marking Palisade's routes (``ip route ... proto 154``). Values up to
-#: 0x7f... are taken by /etc/iproute2/rt_protos for known daemons; 0x9a is unassigned there.
+#: Route protocol number marking Palisade's routes (``ip route ... proto 154``). iproute2's
+#: rt_protos table names the numbers routing daemons use (kernel 2, boot 3, static 4, bird 12,
+#: dhcp 16, bgp 186, ...); 154 is not among them, so a route with it is ours to adopt or sweep.
 RTPROT_PALISADE = 0x9A
 
 #: The longest interface name the kernel accepts (IFNAMSIZ is 16 including the NUL).

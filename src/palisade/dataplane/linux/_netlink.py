@@ -18,6 +18,7 @@ from pyroute2 import IPRoute
 
 from palisade.dataplane.linux._model import (
     PREFIX,
+    RTPROT_PALISADE,
     Address,
     FdbEntry,
     IPAddress,
@@ -536,6 +537,15 @@ def sweep_links(prefix: str = PREFIX, netns: str | None = None) -> tuple[str, ..
             if link.name.startswith(prefix) and nl.delete_link(link.name):
                 removed.append(link.name)
     return tuple(removed)
+
+
+def sweep_routes(netns: str | None = None) -> tuple[Route, ...]:
+    """Delete every main-table route in ``netns`` (``None``: the caller's) that carries
+    :data:`RTPROT_PALISADE`; routes of any other protocol are never touched."""
+    with Netlink(netns) as nl:
+        return tuple(
+            route for route in nl.routes(protocol=RTPROT_PALISADE) if nl.delete_route(route)
+        )
 
 
 def sweep(prefix: str = PREFIX) -> SweepResult:

@@ -898,7 +898,9 @@ def generate_cluster(
         tier = rng.choice(tier_choices)
         twin = kind.removeprefix("Staged")
         if kind != twin and enforced.get(twin) and rng.random() < 0.5:
-            namespace, name, tier = rng.choice(enforced[twin])
+            # Each enforced policy gets at most one staged twin: names stay unique per kind.
+            candidates = enforced[twin]
+            namespace, name, tier = candidates.pop(rng.randrange(len(candidates)))
         if "Global" in kind:
             namespace = None
         if kind == "KubernetesNetworkPolicy":

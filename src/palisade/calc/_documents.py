@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from palisade.datastore import ResourceKey
-from palisade.policy import Cluster
-from palisade.policy._cluster import BUILTIN_TIERS
+from palisade.policy import BUILTIN_TIERS, Cluster
 from palisade.policy._types import (
     CompiledPolicy,
     CompiledProfile,

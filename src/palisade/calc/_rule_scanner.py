@@ -338,7 +338,7 @@ class RuleScanner:
             if isinstance(o, CompiledEndpoint) and o.endpoint.namespace == ref.namespace
         ]
         engine = PolicyEngine(Cluster(endpoints=endpoints, services=[service]))
-        ips, triples = engine._service_ips_and_ports(ref.namespace, ref.name)
+        ips, triples = engine.service_members(ref.namespace, ref.name)
         if definition.service_ports:
             return frozenset(port_member(ip, proto, port) for ip, proto, port in triples)
         return frozenset(address_member(ip) for ip in ips)

@@ -231,7 +231,7 @@ class PolicyEngine:
 
     # -- rule matching ----------------------------------------------------------------------
 
-    def _service_ips_and_ports(
+    def service_members(
         self, ref_namespace: str, ref_name: str
     ) -> tuple[set[IPAddress], set[tuple[IPAddress, int, int]]]:
         """IPs behind a Service, and its (ip, protocol, target port) triples, both pre-DNAT
@@ -329,9 +329,7 @@ class PolicyEngine:
         ):
             return False
         if entity.service is not None:
-            ips, triples = self._service_ips_and_ports(
-                entity.service.namespace, entity.service.name
-            )
+            ips, triples = self.service_members(entity.service.namespace, entity.service.name)
             if is_destination:
                 if port is None or (ip, protocol, port) not in triples:
                     return False

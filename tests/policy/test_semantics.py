@@ -680,3 +680,25 @@ spec:
     outcomes = [(step.policy, step.outcome.value) for step in verdict.ingress.trace]
     assert outcomes == [("snp:prod/lock-db", "skipped-staged"), ("np:prod/db", "matched")]
     assert verdict.ingress.policy_strings() == ["0|default|np:prod/db|allow|0"]
+
+
+def test_describe_ip_names_endpoints_network_sets_and_networks() -> None:
+    engine = engine_for(
+        """
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkSet
+metadata: {name: wide}
+spec: {nets: [192.0.2.0/24]}
+---
+apiVersion: projectcalico.org/v3
+kind: NetworkSet
+metadata: {name: narrow, namespace: prod}
+spec: {nets: [192.0.2.8/29]}
+"""
+    )
+    describe = engine.describe_ip
+    assert describe(ipaddress.ip_address(WEB)) == "prod/web"
+    assert describe(ipaddress.ip_address("192.0.2.9")) == "networkset prod/narrow"
+    assert describe(ipaddress.ip_address("192.0.2.100")) == "networkset wide"
+    assert describe(ipaddress.ip_address("10.9.9.9")) == "pvt"
+    assert describe(ipaddress.ip_address("8.8.8.8")) == "pub"

@@ -44,4 +44,6 @@ def demo(
         console.print(table)
     for item in scenario.get("explain", []):
         console.print(Rule(f"explain {item['from']} → {item['to']} {item['port']}"))
-        render_verdict(explain_flow(engine, str(item["from"]), str(item["to"]), str(item["port"])))
+        render_verdict(
+            engine, explain_flow(engine, str(item["from"]), str(item["to"]), str(item["port"]))
+        )

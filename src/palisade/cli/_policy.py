@@ -53,10 +53,10 @@ def render_direction(result: DirectionResult, title: str) -> Table:
     return table
 
 
-def render_verdict(verdict: Verdict) -> None:
+def render_verdict(engine: PolicyEngine, verdict: Verdict) -> None:
     word = "[bold green]ALLOWED[/bold green]" if verdict.allowed else "[bold red]DENIED[/bold red]"
-    source = verdict.source_endpoint or "(not an endpoint)"
-    destination = verdict.destination_endpoint or "(not an endpoint)"
+    source = verdict.source_endpoint or engine.describe_ip(verdict.flow.src_ip)
+    destination = verdict.destination_endpoint or engine.describe_ip(verdict.flow.dst_ip)
     console.print(f"{word}  {verdict.flow}  ({source} → {destination})")
     deciding = verdict.deciding
     if deciding is not None and deciding.deciding is not None:
@@ -113,7 +113,7 @@ def explain(
     if output == "json":
         console.print_json(json.dumps(verdict_json(verdict)))
     elif output == "text":
-        render_verdict(verdict)
+        render_verdict(engine, verdict)
     else:
         fail(f"--output {output!r}: must be text or json")
     raise typer.Exit(0 if verdict.allowed else 1)

@@ -136,6 +136,24 @@ class PolicyEngine:
                 return endpoint
         return owners[0] if owners else None
 
+    def describe_ip(self, ip: IPAddress) -> str:
+        """A name for an address, as flow logs give one: the endpoint that owns it, else the
+        network set whose CIDR contains it most specifically (``ns/name`` or ``name``), else
+        ``pvt`` for private and ``pub`` for public addresses."""
+        endpoint = self.endpoint_for_ip(ip)
+        if endpoint is not None:
+            return endpoint.key
+        best: tuple[int, str] | None = None
+        for network_set in self.cluster.network_sets:
+            for net in network_set.nets:
+                if ip.version == net.version and ip in net:
+                    candidate = (-net.prefixlen, network_set.key)
+                    if best is None or candidate < best:
+                        best = candidate
+        if best is not None:
+            return f"networkset {best[1]}"
+        return "pvt" if ip.is_private else "pub"
+
     def _owners(self, ip: IPAddress) -> tuple[_Owner, ...]:
         cached = self._ip_owner_cache.get(ip)
         if cached is not None:

@@ -1,0 +1,722 @@
+"""Intents → nftables objects: the pure half of the nftables dataplane (no I/O).
+
+:func:`render_ruleset` turns the calc graph's intents into a :class:`Ruleset` — named sets,
+regular chains, two verdict maps and the base chain of the table ``inet palisade`` — and
+:func:`ruleset_commands` / :func:`delta_commands` turn rulesets into the ``{"nftables": [...]}``
+command list that ``nft -j -f -`` applies as one transaction. The chain layout is described in
+``_nftables``'s docstring.
+
+Rules are compared by their comment, never by their expressions: nft prints expressions back in
+a normalised form (``meta l4proto 6 th dport 80`` comes back as ``tcp dport 80``), so every
+rule's comment ends in a digest of the expressions we rendered, and two rules are the same when
+their comments are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import product
+from typing import Any
+
+from palisade.calc import (
+    EndpointIntent,
+    EntityIntent,
+    ICMPIntent,
+    IPSetIntent,
+    PolicyIntent,
+    ProfileIntent,
+    RuleIntent,
+    SetIntent,
+)
+from palisade.policy import Action
+
+Json = dict[str, Any]
+
+FAMILY = "inet"
+TABLE = "palisade"
+BASE_CHAIN = "forward"
+FROM_MAP = "pal-from-wl"
+"""``iifname`` → ``jump pal-fr-<ep>``: egress policy of the workload a packet comes from."""
+TO_MAP = "pal-to-wl"
+"""``oifname`` → ``jump pal-to-<ep>``: ingress policy of the workload a packet goes to."""
+
+MAX_NAME = 31
+MARK_MASK = 0x00030000
+"""The packet-mark bits a policy chain leaves its verdict in (0: no verdict yet)."""
+MARK_ALLOW = 0x00010000
+MARK_DENY = 0x00020000
+MARK_PASS = 0x00030000
+_MARK_BY_ACTION = {Action.ALLOW: MARK_ALLOW, Action.DENY: MARK_DENY, Action.PASS: MARK_PASS}
+
+PORT_PROTOCOLS = (6, 17, 132, 136)  # tcp, udp, sctp, udplite: the ones with a port header
+_PROTOCOL_NUMBERS = {"tcp": 6, "udp": 17, "sctp": 132, "udplite": 136, "icmp": 1, "icmpv6": 58}
+
+
+# -- the object model ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NftSet:
+    """A named set. ``elements`` are normalised strings: ``10.0.0.0/24``, ``10.0.0.5/32`` for
+    address sets, ``10.0.0.5 6 8080`` (address, protocol number, port) for named-port sets."""
+
+    name: str
+    type: tuple[str, ...]
+    interval: bool
+    elements: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class NftRule:
+    """One rule; ``comment`` names its origin and ends in a digest of ``expr`` (its identity)."""
+
+    comment: str
+    expr: tuple[Json, ...] = field(compare=False, hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class NftChain:
+    name: str
+    rules: tuple[NftRule, ...]
+
+    @property
+    def signature(self) -> tuple[str, ...]:
+        return tuple(rule.comment for rule in self.rules)
+
+
+@dataclass(frozen=True, slots=True)
+class Ruleset:
+    """Everything Palisade keeps in its table, except the table itself.
+
+    ``chains`` are the regular chains; ``base`` is the hooked ``forward`` chain; ``maps`` are
+    the two interface-name verdict maps (interface → chain jumped to).
+    """
+
+    sets: dict[str, NftSet]
+    chains: dict[str, NftChain]
+    maps: dict[str, dict[str, str]]
+    base: NftChain | None
+
+
+# -- names --------------------------------------------------------------------------------------
+
+
+def _digest(text: str, length: int = 8) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def object_name(prefix: str, object_id: str) -> str:
+    """``prefix + object_id`` when that is short and plain; otherwise a readable stem plus a
+    digest of the id, so the name stays unique and at most 31 characters long."""
+    plain = all(c.isalnum() or c in "-_." for c in object_id)
+    if plain and len(prefix) + len(object_id) <= MAX_NAME:
+        return prefix + object_id
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in object_id)
+    room = MAX_NAME - len(prefix) - 9
+    return f"{prefix}{stem[:room]}-{_digest(object_id)}"
+
+
+def policy_chain_name(policy_id: str, ingress: bool) -> str:
+    return object_name("pal-pi-" if ingress else "pal-po-", policy_id)
+
+
+def profile_chain_name(profile_id: str, ingress: bool) -> str:
+    return object_name("pal-ri-" if ingress else "pal-ro-", profile_id)
+
+
+def endpoint_chain_name(endpoint_id: str, ingress: bool) -> str:
+    """``pal-to-…`` holds the endpoint's ingress policy (traffic to it), ``pal-fr-…`` egress."""
+    return object_name("pal-to-" if ingress else "pal-fr-", endpoint_id)
+
+
+def set_name(set_id: str, version: int) -> str:
+    """Set ids are ≤ 30 characters, so the family digit keeps the name ≤ 31."""
+    name = f"{set_id}{version}"
+    return (
+        name if len(name) <= MAX_NAME else object_name("pal", set_id)[: MAX_NAME - 1] + str(version)
+    )
+
+
+# -- sets ---------------------------------------------------------------------------------------
+
+
+def _networks(
+    members: Iterable[str], version: int
+) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    networks = [ipaddress.ip_network(m, strict=False) for m in members]
+    # an interval set refuses overlapping elements: merge them first
+    if version == 4:
+        return list(
+            ipaddress.collapse_addresses(
+                n for n in networks if isinstance(n, ipaddress.IPv4Network)
+            )
+        )
+    return list(
+        ipaddress.collapse_addresses(n for n in networks if isinstance(n, ipaddress.IPv6Network))
+    )
+
+
+def _parse_named_port(
+    member: str,
+) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int, int]:
+    """``10.0.0.5,tcp:8080`` → (address, protocol number, port)."""
+    address, _, rest = member.partition(",")
+    protocol, _, port = rest.partition(":")
+    return ipaddress.ip_address(address), protocol_number(protocol), int(port)
+
+
+def protocol_number(protocol: str | int) -> int:
+    if isinstance(protocol, int):
+        return protocol
+    text = protocol.strip().lower()
+    if text.isdigit():
+        return int(text)
+    return _PROTOCOL_NUMBERS[text]
+
+
+def render_sets(set_id: str, intent: SetIntent) -> list[NftSet]:
+    """One IPv4 and one IPv6 set per intent, so a rule's family variant always has its set."""
+    result = []
+    for version in (4, 6):
+        address_type = "ipv4_addr" if version == 4 else "ipv6_addr"
+        if isinstance(intent, IPSetIntent):
+            elements = frozenset(str(n) for n in _networks(intent.members, version))
+            result.append(NftSet(set_name(set_id, version), (address_type,), True, elements))
+        else:
+            parsed = [_parse_named_port(m) for m in intent.members]
+            elements = frozenset(f"{a} {p} {port}" for a, p, port in parsed if a.version == version)
+            result.append(
+                NftSet(
+                    set_name(set_id, version),
+                    (address_type, "inet_proto", "inet_service"),
+                    False,
+                    elements,
+                )
+            )
+    return result
+
+
+def set_element_json(nft_set: NftSet, element: str) -> Any:
+    if len(nft_set.type) == 1:
+        network = ipaddress.ip_network(element)
+        if network.prefixlen == network.max_prefixlen:
+            return str(network.network_address)
+        return {"prefix": {"addr": str(network.network_address), "len": network.prefixlen}}
+    address, protocol, port = element.split(" ")
+    return {"concat": [address, int(protocol), int(port)]}
+
+
+# -- expressions --------------------------------------------------------------------------------
+
+
+def _payload(protocol: str, name: str) -> Json:
+    return {"payload": {"protocol": protocol, "field": name}}
+
+
+def _meta(key: str) -> Json:
+    return {"meta": {"key": key}}
+
+
+def _match(left: Any, right: Any, op: str = "==") -> Json:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def _mark_bits() -> Json:
+    return {"&": [_meta("mark"), MARK_MASK]}
+
+
+def _set_mark(value: int) -> Json:
+    cleared = {"&": [_meta("mark"), 0xFFFFFFFF ^ MARK_MASK]}
+    return {
+        "mangle": {"key": _meta("mark"), "value": {"|": [cleared, value]} if value else cleared}
+    }
+
+
+_COUNTER: Json = {"counter": None}
+_RETURN: Json = {"return": None}
+_ACCEPT: Json = {"accept": None}
+_DROP: Json = {"drop": None}
+
+
+def _address_json(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> Any:
+    if network.prefixlen == network.max_prefixlen:
+        return str(network.network_address)
+    return {"prefix": {"addr": str(network.network_address), "len": network.prefixlen}}
+
+
+def _nets_json(networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> Any:
+    if len(networks) == 1:
+        return _address_json(networks[0])
+    return {"set": [_address_json(n) for n in networks]}
+
+
+def _ranges_json(ranges: Sequence[tuple[int, int]]) -> Any:
+    items: list[Any] = [low if low == high else {"range": [low, high]} for low, high in ranges]
+    return items[0] if len(items) == 1 else {"set": items}
+
+
+def _has_addresses(entity: EntityIntent) -> bool:
+    return bool(
+        entity.nets is not None
+        or entity.not_nets
+        or entity.selector_set_id
+        or entity.not_selector_set_id
+        or entity.service_set_id
+        or entity.service_port_set_id
+        or entity.ports.named_port_set_ids
+        or entity.not_ports.named_port_set_ids
+    )
+
+
+def _entity_alternatives(
+    entity: EntityIntent, version: int | None, source: bool
+) -> list[list[Json]] | None:
+    """The entity's matches as alternatives (any one may match; each is ANDed expressions).
+
+    ``None``: nothing of this address family can match (a ``nets`` list with none of it).
+    """
+    side = "saddr" if source else "daddr"
+    port_field = _payload("th", "sport" if source else "dport")
+    common: list[Json] = []
+    address: Json | None = None
+    if version is not None:
+        address = _payload("ip" if version == 4 else "ip6", side)
+        if entity.nets is not None:
+            nets = _networks(entity.nets, version)
+            if not nets:
+                return None
+            common.append(_match(address, _nets_json(nets)))
+        not_nets = _networks(entity.not_nets, version)
+        if not_nets:
+            common.append(_match(address, _nets_json(not_nets), "!="))
+        for set_id, op in (
+            (entity.selector_set_id, "=="),
+            (entity.not_selector_set_id, "!="),
+            (entity.service_set_id, "=="),
+        ):
+            if set_id is not None:
+                common.append(_match(address, "@" + set_name(set_id, version), op))
+
+    def named(set_id: str, op: str) -> Json:
+        assert address is not None and version is not None
+        key = {"concat": [address, _meta("l4proto"), port_field]}
+        return _match(key, "@" + set_name(set_id, version), op)
+
+    if entity.service_port_set_id is not None:
+        common.append(named(entity.service_port_set_id, "=="))
+    if entity.not_ports.ranges:
+        common.append(_match(port_field, _ranges_json(entity.not_ports.ranges), "!="))
+    for set_id in entity.not_ports.named_port_set_ids:
+        common.append(named(set_id, "!="))
+    if not entity.ports:
+        return [common]
+    alternatives: list[list[Json]] = []
+    if entity.ports.ranges:
+        alternatives.append([*common, _match(port_field, _ranges_json(entity.ports.ranges))])
+    for set_id in entity.ports.named_port_set_ids:
+        alternatives.append([*common, named(set_id, "==")])
+    return alternatives
+
+
+def _icmp_matches(match: ICMPIntent, protocol: int | None) -> list[Json]:
+    header = "icmpv6" if protocol == 58 else "icmp"
+    found = []
+    if match.type is not None:
+        found.append(_match(_payload(header, "type"), match.type))
+    if match.code is not None:
+        found.append(_match(_payload(header, "code"), match.code))
+    return found
+
+
+def _rule_variants(rule: RuleIntent) -> list[list[Json]]:
+    """Every ANDed expression list whose union is the rule's match (first-match order kept by
+    emitting them consecutively with the same action)."""
+    base: list[Json] = []
+    if rule.protocol is not None:
+        base.append(_match(_meta("l4proto"), rule.protocol))
+    if rule.not_protocol is not None:
+        base.append(_match(_meta("l4proto"), rule.not_protocol, "!="))
+    uses_ports = any(
+        e.ports or e.not_ports or e.service_port_set_id for e in (rule.source, rule.destination)
+    )
+    if uses_ports and rule.protocol not in PORT_PROTOCOLS:
+        # ``th`` reads bytes 0-3 of any transport header; only port protocols have ports there
+        base.append(_match(_meta("l4proto"), {"set": list(PORT_PROTOCOLS)}))
+    if rule.icmp is not None:
+        base.extend(_icmp_matches(rule.icmp, rule.protocol))
+    not_icmp: list[list[Json]] = [[]]
+    if rule.not_icmp is not None:
+        # not (type == T and code == C)  ==  type != T  or  (type == T and code != C)
+        header = "icmpv6" if rule.protocol == 58 else "icmp"
+        not_type = rule.not_icmp.type
+        not_code = rule.not_icmp.code
+        if not_type is not None and not_code is not None:
+            not_icmp = [
+                [_match(_payload(header, "type"), not_type, "!=")],
+                [
+                    _match(_payload(header, "type"), not_type),
+                    _match(_payload(header, "code"), not_code, "!="),
+                ],
+            ]
+        elif not_type is not None:
+            not_icmp = [[_match(_payload(header, "type"), not_type, "!=")]]
+        elif not_code is not None:
+            not_icmp = [[_match(_payload(header, "code"), not_code, "!=")]]
+    addressed = _has_addresses(rule.source) or _has_addresses(rule.destination)
+    versions: list[int | None] = (
+        [v for v in (4, 6) if rule.ip_version in (None, v)] if addressed else [None]
+    )
+    variants: list[list[Json]] = []
+    for version in versions:
+        family: list[Json] = []
+        if version is None and rule.ip_version is not None:
+            family.append(_match(_meta("nfproto"), "ipv4" if rule.ip_version == 4 else "ipv6"))
+        sources = _entity_alternatives(rule.source, version, True)
+        destinations = _entity_alternatives(rule.destination, version, False)
+        if sources is None or destinations is None:
+            continue
+        for icmp_part, source, destination in product(not_icmp, sources, destinations):
+            variants.append([*family, *base, *icmp_part, *source, *destination])
+    return variants
+
+
+def _comment(attribution: str, expr: Sequence[Json]) -> str:
+    if len(attribution) > 100:
+        attribution = attribution[:90] + "~" + _digest(attribution)
+    digest = _digest(attribution + json.dumps(expr, sort_keys=True), 10)
+    return f"{attribution} #{digest}"
+
+
+def _rule(attribution: str, expr: list[Json]) -> NftRule:
+    return NftRule(_comment(attribution, expr), tuple(expr))
+
+
+def render_rules(
+    owner: str, direction: str, rules: Sequence[RuleIntent], profile: bool = False
+) -> tuple[NftRule, ...]:
+    """A policy's or profile's rules for one direction. Each match sets the verdict mark and
+    returns; a Log rule logs and falls through to the next rule."""
+    rendered: list[NftRule] = []
+    for rule in rules:
+        attribution = f"{owner} {direction} {rule.rule_index}"
+        if rule.action is Action.LOG:
+            prefix = f"pal {owner[:40]} {direction[0]}{rule.rule_index} "
+            action = [_COUNTER, {"log": {"prefix": prefix}}]
+        else:
+            action = [_COUNTER, _set_mark(_MARK_BY_ACTION[rule.action]), _RETURN]
+        for index, variant in enumerate(_rule_variants(rule)):
+            suffix = f" v{index}" if index else ""
+            rendered.append(_rule(attribution + suffix, [*variant, *action]))
+    return tuple(rendered)
+
+
+def render_policy(policy: PolicyIntent) -> list[NftChain]:
+    owner = f"policy {policy.policy_id}"
+    return [
+        NftChain(
+            policy_chain_name(policy.policy_id, True),
+            render_rules(owner, "ingress", policy.ingress),
+        ),
+        NftChain(
+            policy_chain_name(policy.policy_id, False),
+            render_rules(owner, "egress", policy.egress),
+        ),
+    ]
+
+
+def render_profile(profile: ProfileIntent) -> list[NftChain]:
+    owner = f"profile {profile.profile_id}"
+    return [
+        NftChain(
+            profile_chain_name(profile.profile_id, True),
+            render_rules(owner, "ingress", profile.ingress),
+        ),
+        NftChain(
+            profile_chain_name(profile.profile_id, False),
+            render_rules(owner, "egress", profile.egress),
+        ),
+    ]
+
+
+def _endpoint_rules(endpoint: EndpointIntent, ingress: bool) -> tuple[NftRule, ...]:
+    who = f"endpoint {endpoint.endpoint_id} {'ingress' if ingress else 'egress'}"
+    if endpoint.deny_all:
+        return (_rule(f"{who} deny-all", [_COUNTER, _DROP]),)
+    # Allowed traffic to a workload is accepted here; allowed traffic from one returns to the
+    # base chain, which goes on to the destination's ingress chain.
+    allow = _ACCEPT if ingress else _RETURN
+    rules: list[NftRule] = []
+
+    def decide(stage: str, pass_denies: bool) -> None:
+        is_allowed = _match(_mark_bits(), MARK_ALLOW)
+        rules.append(_rule(f"{who} {stage} allow", [is_allowed, _COUNTER, _set_mark(0), allow]))
+        denied = [MARK_DENY, MARK_PASS] if pass_denies else [MARK_DENY]
+        right: Any = denied[0] if len(denied) == 1 else {"set": denied}
+        rules.append(_rule(f"{who} {stage} deny", [_match(_mark_bits(), right), _COUNTER, _DROP]))
+
+    no_verdict = _match(_mark_bits(), 0)
+    for tier in endpoint.ingress_tiers if ingress else endpoint.egress_tiers:
+        if not tier.policy_ids:
+            continue
+        stage = f"tier {tier.tier}"
+        rules.append(_rule(f"{who} {stage} start", [_COUNTER, _set_mark(0)]))
+        for policy_id in tier.policy_ids:
+            target = policy_chain_name(policy_id, ingress)
+            rules.append(
+                _rule(
+                    f"{who} {stage} policy {policy_id}",
+                    [no_verdict, _COUNTER, {"jump": {"target": target}}],
+                )
+            )
+        decide(stage, pass_denies=False)
+        if tier.has_enforced and tier.default_action is not Action.PASS:
+            rules.append(_rule(f"{who} {stage} end-of-tier deny", [no_verdict, _COUNTER, _DROP]))
+    if endpoint.profile_ids:
+        rules.append(_rule(f"{who} profiles start", [_COUNTER, _set_mark(0)]))
+        for profile_id in endpoint.profile_ids:
+            target = profile_chain_name(profile_id, ingress)
+            rules.append(
+                _rule(
+                    f"{who} profile {profile_id}",
+                    [no_verdict, _COUNTER, {"jump": {"target": target}}],
+                )
+            )
+        decide("profiles", pass_denies=True)  # Pass in a profile denies (spec 4.7)
+    rules.append(_rule(f"{who} no verdict", [_COUNTER, _DROP]))
+    return tuple(rules)
+
+
+def render_endpoint(endpoint: EndpointIntent) -> list[NftChain]:
+    return [
+        NftChain(
+            endpoint_chain_name(endpoint.endpoint_id, ingress), _endpoint_rules(endpoint, ingress)
+        )
+        for ingress in (True, False)
+    ]
+
+
+def render_base_chain() -> NftChain:
+    ct_state = _match({"ct": {"key": "state"}}, ["established", "related"], "in")
+    invalid = _match({"ct": {"key": "state"}}, "invalid", "in")
+    return NftChain(
+        BASE_CHAIN,
+        (
+            _rule("base established", [ct_state, _COUNTER, _ACCEPT]),
+            _rule("base invalid", [invalid, _COUNTER, _DROP]),
+            _rule(
+                "base from-workload dispatch",
+                [_COUNTER, {"vmap": {"key": _meta("iifname"), "data": "@" + FROM_MAP}}],
+            ),
+            _rule(
+                "base to-workload dispatch",
+                [_COUNTER, {"vmap": {"key": _meta("oifname"), "data": "@" + TO_MAP}}],
+            ),
+        ),
+    )
+
+
+def render_ruleset(
+    sets: Mapping[str, SetIntent],
+    policies: Mapping[str, PolicyIntent],
+    profiles: Mapping[str, ProfileIntent],
+    endpoints: Mapping[str, EndpointIntent],
+) -> Ruleset:
+    """The whole desired table for these intents (pure; called on every apply)."""
+    nft_sets = {s.name: s for set_id, intent in sets.items() for s in render_sets(set_id, intent)}
+    chains: dict[str, NftChain] = {}
+    for policy in policies.values():
+        chains.update((c.name, c) for c in render_policy(policy))
+    for profile in profiles.values():
+        chains.update((c.name, c) for c in render_profile(profile))
+    from_map: dict[str, str] = {}
+    to_map: dict[str, str] = {}
+    for endpoint in endpoints.values():
+        if endpoint.interface is None:
+            continue  # nothing to dispatch on; the endpoint has no traffic here
+        to_chain, from_chain = render_endpoint(endpoint)
+        chains[to_chain.name] = to_chain
+        chains[from_chain.name] = from_chain
+        to_map[endpoint.interface] = to_chain.name
+        from_map[endpoint.interface] = from_chain.name
+    return Ruleset(nft_sets, chains, {FROM_MAP: from_map, TO_MAP: to_map}, render_base_chain())
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+def _ref(kind: str, **extra: Any) -> Json:
+    return {kind: {"family": FAMILY, "table": TABLE, **extra}}
+
+
+def table_command(verb: str) -> Json:
+    return {verb: {"table": {"family": FAMILY, "name": TABLE}}}
+
+
+def set_object(nft_set: NftSet) -> Json:
+    body: Json = {"family": FAMILY, "table": TABLE, "name": nft_set.name}
+    body["type"] = nft_set.type[0] if len(nft_set.type) == 1 else list(nft_set.type)
+    if nft_set.interval:
+        body["flags"] = ["interval"]
+    return {"set": body}
+
+
+def elements_command(verb: str, nft_set: NftSet, elements: Iterable[str]) -> Json | None:
+    items = [set_element_json(nft_set, e) for e in sorted(elements)]
+    if not items:
+        return None
+    return {
+        verb: {"element": {"family": FAMILY, "table": TABLE, "name": nft_set.name, "elem": items}}
+    }
+
+
+def map_object(name: str) -> Json:
+    return _ref("map", name=name, type="ifname", map="verdict")
+
+
+def map_elements_command(verb: str, name: str, entries: dict[str, str]) -> Json | None:
+    if not entries:
+        return None
+    items = [[ifname, {"jump": {"target": chain}}] for ifname, chain in sorted(entries.items())]
+    return {verb: {"element": {"family": FAMILY, "table": TABLE, "name": name, "elem": items}}}
+
+
+def chain_object(name: str) -> Json:
+    if name == BASE_CHAIN:
+        return _ref(
+            "chain",
+            name=name,
+            type="filter",
+            hook="forward",
+            prio=0,
+            policy="accept",
+        )
+    return _ref("chain", name=name)
+
+
+def rule_command(chain: str, rule: NftRule) -> Json:
+    return {"add": _ref("rule", chain=chain, comment=rule.comment, expr=list(rule.expr))}
+
+
+def empty_ruleset() -> Ruleset:
+    return Ruleset({}, {}, {FROM_MAP: {}, TO_MAP: {}}, None)
+
+
+def delta_commands(actual: Ruleset, desired: Ruleset, create_table: bool) -> list[Json]:
+    """The smallest command list that turns ``actual`` into ``desired``, ordered so no command
+    refers to an object that does not exist yet or removes one that is still referenced.
+
+    A chain whose rules differ is flushed and refilled (within the one transaction); set and
+    map contents change element by element.
+    """
+    commands: list[Json] = []
+    if create_table:
+        commands.append(table_command("add"))
+    replaced_sets = {
+        name
+        for name, nft_set in desired.sets.items()
+        if name in actual.sets
+        and (actual.sets[name].type, actual.sets[name].interval) != (nft_set.type, nft_set.interval)
+    }
+    changed = [
+        chain
+        for name, chain in sorted(desired.chains.items())
+        if name not in actual.chains
+        or actual.chains[name].signature != chain.signature
+        or _references(chain, replaced_sets)
+    ]
+    removed = [chain for name, chain in sorted(actual.chains.items()) if name not in desired.chains]
+    # 1. empty every chain about to be rewritten or removed, so nothing still refers to what
+    #    changes below (all within one transaction: no packet sees the empty chains)
+    for chain in changed:
+        if chain.name in actual.chains:
+            commands.append({"flush": _ref("chain", name=chain.name)})
+    for chain in removed:
+        commands.append({"flush": _ref("chain", name=chain.name)})
+    # 2. sets: replace those whose type drifted, create new ones, change contents
+    for name in sorted(replaced_sets):
+        commands.append({"delete": _ref("set", name=name)})
+    for name, nft_set in sorted(desired.sets.items()):
+        old = actual.sets.get(name)
+        if old is None or name in replaced_sets:
+            commands.append({"add": set_object(nft_set)})
+            before: frozenset[str] = frozenset()
+        else:
+            before = old.elements
+        for verb, elements in (
+            ("delete", before - nft_set.elements),
+            ("add", nft_set.elements - before),
+        ):
+            command = elements_command(verb, nft_set, elements)
+            if command is not None:
+                commands.append(command)
+    # 3. chains: create all first, so every jump target exists, then fill them
+    for name in sorted(desired.chains):
+        if name not in actual.chains:
+            commands.append({"add": chain_object(name)})
+    for chain in changed:
+        commands.extend(rule_command(chain.name, rule) for rule in chain.rules)
+    # 4. dispatch maps
+    for name, entries in sorted(desired.maps.items()):
+        if name not in actual.maps:
+            commands.append({"add": map_object(name)})
+        before_map = actual.maps.get(name, {})
+        stale = {k: v for k, v in before_map.items() if entries.get(k) != v}
+        fresh = {k: v for k, v in entries.items() if before_map.get(k) != v}
+        for verb, part in (("delete", stale), ("add", fresh)):
+            command = map_elements_command(verb, name, part)
+            if command is not None:
+                commands.append(command)
+    # 5. the base chain, once everything it dispatches to exists
+    if desired.base is not None:
+        if actual.base is None:
+            commands.append({"add": chain_object(BASE_CHAIN)})
+        if actual.base is None or actual.base.signature != desired.base.signature:
+            if actual.base is not None:
+                commands.append({"flush": _ref("chain", name=BASE_CHAIN)})
+            commands.extend(rule_command(BASE_CHAIN, rule) for rule in desired.base.rules)
+    # 6. removals, now that nothing refers to them
+    for chain in removed:
+        commands.append({"delete": _ref("chain", name=chain.name)})
+    for name in sorted(set(actual.maps) - set(desired.maps)):
+        commands.append({"delete": _ref("map", name=name)})
+    for name in sorted(set(actual.sets) - set(desired.sets)):
+        commands.append({"delete": _ref("set", name=name)})
+    return commands
+
+
+def _references(chain: NftChain, set_names: set[str]) -> bool:
+    if not set_names:
+        return False
+    text = json.dumps([rule.expr for rule in chain.rules])
+    return any(f'"@{name}"' in text for name in set_names)
+
+
+def ruleset_commands(ruleset: Ruleset) -> list[Json]:
+    """The commands that create ``ruleset`` in a table that does not exist yet."""
+    return delta_commands(empty_ruleset(), ruleset, create_table=True)
+
+
+__all__ = [
+    "BASE_CHAIN",
+    "FROM_MAP",
+    "MARK_ALLOW",
+    "MARK_DENY",
+    "MARK_MASK",
+    "MARK_PASS",
+    "TO_MAP",
+    "NftChain",
+    "NftRule",
+    "NftSet",
+    "Ruleset",
+    "delta_commands",
+    "endpoint_chain_name",
+    "policy_chain_name",
+    "profile_chain_name",
+    "render_ruleset",
+    "ruleset_commands",
+    "set_name",
+]

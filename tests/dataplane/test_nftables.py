@@ -1,0 +1,697 @@
+"""The nftables dataplane: renderer unit tests, and kernel tests inside test-made namespaces.
+
+Kernel tests build a node namespace with routed veths (Calico style: a /32 per pod, static
+neighbours, no bridge) to three or four pod namespaces, program the node through
+:class:`NftablesDataplane` from the calc graph, and compare real TCP connection attempts with
+``PolicyEngine.evaluate``. Every nft command runs inside the test's own node namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from ipaddress import ip_address, ip_interface, ip_network
+from typing import Any
+
+import pytest
+
+from palisade.calc import (
+    EndpointIntent,
+    EntityIntent,
+    IPSetIntent,
+    NamedPortSetIntent,
+    PolicyIntent,
+    PortsIntent,
+    ProfileIntent,
+    RuleIntent,
+    TierChain,
+    build_graph,
+    workload_interface_name,
+)
+from palisade.dataplane.linux import Neighbour, Netlink, Route
+from palisade.dataplane.linux._nft_render import (
+    BASE_CHAIN,
+    FROM_MAP,
+    MAX_NAME,
+    TO_MAP,
+    Ruleset,
+    delta_commands,
+    endpoint_chain_name,
+    policy_chain_name,
+    render_ruleset,
+    ruleset_commands,
+    set_name,
+)
+from palisade.dataplane.linux._nftables import NftablesDataplane, NftablesError
+from palisade.policy import Action, Cluster, Flow, PolicyEngine
+from tests.calc.dataplane import resource_key
+
+from .conftest import Namespaces
+
+# -- renderer -----------------------------------------------------------------------------------
+
+SEL = "pals" + "a" * 26
+NAMED = "paln" + "b" * 26
+LONG_ID = "np:a-rather-long-namespace-name/an-even-longer-policy-name-than-that"
+
+
+def _policy(policy_id: str = "np:prod/web", *rules: RuleIntent) -> PolicyIntent:
+    return PolicyIntent(policy_id, ingress=rules, egress=())
+
+
+def _endpoint(
+    endpoint_id: str = "wep:prod/web-1",
+    interface: str | None = "pal0123456789a",
+    tiers: tuple[TierChain, ...] = (),
+    profiles: tuple[str, ...] = ("kns.prod",),
+    deny_all: bool = False,
+) -> EndpointIntent:
+    return EndpointIntent(
+        endpoint_id, "node-a", interface, ("10.0.0.1",), tiers, (), profiles, deny_all
+    )
+
+
+ALLOW_ALL = ProfileIntent(
+    "kns.prod", (RuleIntent(0, Action.ALLOW),), (RuleIntent(0, Action.ALLOW),)
+)
+
+
+def _rules(ruleset: Ruleset, chain: str) -> list[tuple[str, list[dict[str, Any]]]]:
+    return [(rule.comment, list(rule.expr)) for rule in ruleset.chains[chain].rules]
+
+
+def test_policy_chain_matches_sets_ports_and_sets_verdict_mark() -> None:
+    rule = RuleIntent(
+        3,
+        Action.ALLOW,
+        protocol=6,
+        source=EntityIntent(selector_set_id=SEL),
+        destination=EntityIntent(ports=PortsIntent(ranges=((80, 80), (8000, 8080)))),
+    )
+    ruleset = render_ruleset(
+        {SEL: IPSetIntent(SEL, frozenset({"10.0.0.1/32"}))},
+        {"np:prod/web": _policy("np:prod/web", rule)},
+        {},
+        {},
+    )
+    chain = policy_chain_name("np:prod/web", ingress=True)
+    assert chain.startswith("pal-pi-") and len(chain) <= MAX_NAME
+    assert policy_chain_name("np:prod/web", ingress=False).startswith("pal-po-")
+    rules = _rules(ruleset, chain)
+    assert len(rules) == 2  # an IPv4 and an IPv6 variant: the selector set is split by family
+    comment, expr = rules[0]
+    assert comment.startswith("policy np:prod/web ingress 3 #")
+    assert {"counter": None} in expr
+    assert expr[-1] == {"return": None}
+    text = json.dumps(expr)
+    assert f'"@{set_name(SEL, 4)}"' in text
+    assert '"l4proto"' in text and '"range": [8000, 8080]' in text
+    assert '"mark"' in text
+    assert f'"@{set_name(SEL, 6)}"' in json.dumps(rules[1][1])
+
+
+def test_set_intents_split_by_family_and_merge_overlaps() -> None:
+    members = frozenset({"10.0.0.0/24", "10.0.0.5/32", "10.0.1.0/24", "fd00::1/128"})
+    ruleset = render_ruleset({SEL: IPSetIntent(SEL, members)}, {}, {}, {})
+    v4, v6 = ruleset.sets[set_name(SEL, 4)], ruleset.sets[set_name(SEL, 6)]
+    assert v4.type == ("ipv4_addr",) and v4.interval
+    assert v4.elements == {"10.0.0.0/23"}
+    assert v6.type == ("ipv6_addr",) and v6.elements == {"fd00::1/128"}
+    assert all(len(name) <= MAX_NAME for name in ruleset.sets)
+
+
+def test_named_port_sets_are_address_protocol_port_concatenations() -> None:
+    intent = NamedPortSetIntent(NAMED, frozenset({"10.0.0.5,tcp:8080", "fd00::5,udp:53"}))
+    ruleset = render_ruleset({NAMED: intent}, {}, {}, {})
+    v4 = ruleset.sets[set_name(NAMED, 4)]
+    assert v4.type == ("ipv4_addr", "inet_proto", "inet_service") and not v4.interval
+    assert v4.elements == {"10.0.0.5 6 8080"}
+    assert ruleset.sets[set_name(NAMED, 6)].elements == {"fd00::5 17 53"}
+    commands = ruleset_commands(ruleset)
+    elements = [c["add"]["element"] for c in commands if "element" in c.get("add", {})]
+    assert {"concat": ["10.0.0.5", 6, 8080]} in elements[0]["elem"]
+
+
+def test_long_ids_are_hashed_to_legal_unique_names() -> None:
+    names = {
+        policy_chain_name(LONG_ID, True),
+        policy_chain_name(LONG_ID + "x", True),
+        endpoint_chain_name("wep:" + "n" * 60 + "/pod", True),
+        endpoint_chain_name("wep:" + "n" * 60 + "/pod", False),
+        set_name("x" * 40, 4),
+    }
+    assert len(names) == 5
+    assert all(len(name) <= MAX_NAME for name in names)
+
+
+def test_ports_or_named_port_becomes_consecutive_variants() -> None:
+    rule = RuleIntent(
+        0,
+        Action.DENY,
+        protocol=6,
+        destination=EntityIntent(
+            nets=("10.1.0.0/16",),
+            ports=PortsIntent(ranges=((22, 22),), named_port_set_ids=(NAMED,)),
+        ),
+    )
+    sets = {NAMED: NamedPortSetIntent(NAMED, frozenset())}
+    ruleset = render_ruleset(sets, {"gnp:x": _policy("gnp:x", rule)}, {}, {})
+    rules = _rules(ruleset, policy_chain_name("gnp:x", True))
+    # nets are IPv4 only, so no IPv6 variant; two alternatives for the ports
+    assert len(rules) == 2
+    assert '"th"' in json.dumps(rules[0][1]) and f"@{set_name(NAMED, 4)}" in json.dumps(rules[1][1])
+    assert len({comment for comment, _ in rules}) == 2
+
+
+def test_log_rules_log_and_fall_through() -> None:
+    ruleset = render_ruleset({}, {"gnp:l": _policy("gnp:l", RuleIntent(0, Action.LOG))}, {}, {})
+    [(_, expr)] = _rules(ruleset, policy_chain_name("gnp:l", True))
+    assert "log" in expr[-1] and {"return": None} not in expr
+
+
+def test_endpoint_chains_walk_tiers_then_profiles_then_drop() -> None:
+    tiers = (
+        TierChain("security", Action.PASS, ("gnp:a", "gnp:b"), True),
+        TierChain("default", Action.DENY, ("np:prod/web",), True),
+    )
+    policies = {
+        p: _policy(p, RuleIntent(0, Action.ALLOW)) for p in ("gnp:a", "gnp:b", "np:prod/web")
+    }
+    endpoint = _endpoint(tiers=tiers)
+    ruleset = render_ruleset(
+        {}, policies, {"kns.prod": ALLOW_ALL}, {endpoint.endpoint_id: endpoint}
+    )
+    to_chain = endpoint_chain_name(endpoint.endpoint_id, True)
+    comments = [c.rsplit(" #", 1)[0].split(" ", 3)[-1] for c, _ in _rules(ruleset, to_chain)]
+    assert comments == [
+        "tier security start",
+        "tier security policy gnp:a",
+        "tier security policy gnp:b",
+        "tier security allow",
+        "tier security deny",  # no end-of-tier deny: the tier's default is Pass
+        "tier default start",
+        "tier default policy np:prod/web",
+        "tier default allow",
+        "tier default deny",
+        "tier default end-of-tier deny",
+        "profiles start",
+        "profile kns.prod",
+        "profiles allow",
+        "profiles deny",
+        "no verdict",
+    ]
+    to_rules = _rules(ruleset, to_chain)
+    assert {"accept": None} in to_rules[3][1]
+    from_chain = endpoint_chain_name(endpoint.endpoint_id, False)
+    assert {"return": None} in _rules(ruleset, from_chain)[2][1]  # egress allow returns
+    assert ruleset.maps[TO_MAP] == {"pal0123456789a": to_chain}
+    assert ruleset.maps[FROM_MAP] == {"pal0123456789a": from_chain}
+
+
+def test_deny_all_endpoint_drops_everything() -> None:
+    endpoint = _endpoint(profiles=(), deny_all=True)
+    ruleset = render_ruleset({}, {}, {}, {endpoint.endpoint_id: endpoint})
+    for ingress in (True, False):
+        [(comment, expr)] = _rules(ruleset, endpoint_chain_name(endpoint.endpoint_id, ingress))
+        assert "deny-all" in comment and expr == [{"counter": None}, {"drop": None}]
+
+
+def test_full_ruleset_json_shape() -> None:
+    endpoint = _endpoint()
+    ruleset = render_ruleset({}, {}, {"kns.prod": ALLOW_ALL}, {endpoint.endpoint_id: endpoint})
+    commands = ruleset_commands(ruleset)
+    json.dumps({"nftables": commands})  # serialisable
+    assert commands[0] == {"add": {"table": {"family": "inet", "name": "palisade"}}}
+    rules = [c["add"]["rule"] for c in commands if "rule" in c.get("add", {})]
+    assert rules and all(r["comment"] and {"counter": None} in r["expr"] for r in rules)
+    assert all(len(r["comment"]) <= 128 for r in rules)
+    base = [c["add"]["chain"] for c in commands if c.get("add", {}).get("chain", {}).get("hook")]
+    assert base == [
+        {
+            "family": "inet",
+            "table": "palisade",
+            "name": BASE_CHAIN,
+            "type": "filter",
+            "hook": "forward",
+            "prio": 0,
+            "policy": "accept",
+        }
+    ]
+    base_rules = [r for r in rules if r["chain"] == BASE_CHAIN]
+    assert "ct" in json.dumps(base_rules[0]) and {"accept": None} in base_rules[0]["expr"]
+    assert any(f"@{FROM_MAP}" in json.dumps(r) for r in base_rules)
+    assert any(f"@{TO_MAP}" in json.dumps(r) for r in base_rules)
+
+
+def _object_of(command: dict[str, Any]) -> str:
+    """The chain a rule command edits, or the object another command names."""
+    [(kind, body)] = next(iter(command.values())).items()
+    return str(body["chain"] if kind == "rule" else body["name"])
+
+
+def test_delta_touches_only_what_changed() -> None:
+    endpoint = _endpoint(tiers=(TierChain("default", Action.DENY, ("np:prod/web",), True),))
+    sets = {SEL: IPSetIntent(SEL, frozenset({"10.0.0.1/32"}))}
+    rule = RuleIntent(0, Action.ALLOW, source=EntityIntent(selector_set_id=SEL))
+    before = render_ruleset(
+        sets,
+        {"np:prod/web": _policy("np:prod/web", rule)},
+        {"kns.prod": ALLOW_ALL},
+        {endpoint.endpoint_id: endpoint},
+    )
+    assert delta_commands(before, before, create_table=False) == []
+    # a set member change is one element add and one delete, nothing else
+    sets2 = {SEL: IPSetIntent(SEL, frozenset({"10.0.0.2/32"}))}
+    after = render_ruleset(
+        sets2,
+        {"np:prod/web": _policy("np:prod/web", rule)},
+        {"kns.prod": ALLOW_ALL},
+        {endpoint.endpoint_id: endpoint},
+    )
+    delta = delta_commands(before, after, create_table=False)
+    assert [next(iter(c)) for c in delta] == ["delete", "add"]
+    assert all("element" in next(iter(c.values())) for c in delta)
+    # a rule change rewrites only that policy's chain
+    denied = RuleIntent(0, Action.DENY, source=EntityIntent(selector_set_id=SEL))
+    after = render_ruleset(
+        sets,
+        {"np:prod/web": _policy("np:prod/web", denied)},
+        {"kns.prod": ALLOW_ALL},
+        {endpoint.endpoint_id: endpoint},
+    )
+    delta = delta_commands(before, after, create_table=False)
+    touched = {_object_of(command) for command in delta}
+    assert touched == {policy_chain_name("np:prod/web", True)}
+    # removing the endpoint removes its chains and map entries before the policy's chains
+    gone = render_ruleset(sets, {}, {}, {})
+    delta = delta_commands(before, gone, create_table=False)
+    verbs = [(verb, next(iter(body))) for c in delta for verb, body in c.items()]
+    first_delete = verbs.index(("delete", "chain"))
+    assert all(i < first_delete for i, v in enumerate(verbs) if v == ("flush", "chain"))
+    assert verbs.index(("delete", "element")) < verbs.index(("delete", "chain"))
+
+
+# -- kernel -------------------------------------------------------------------------------------
+
+NODE = "node-a"
+PORTS = (8080, 5432)
+HOST_GATEWAY = "169.254.1.1"
+
+
+def _namespace(name: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+
+
+def _pod(key: str, ip: str, labels: dict[str, str], http: int | None) -> dict[str, Any]:
+    namespace, name = key.split("/")
+    ports = [{"name": "http", "containerPort": http, "protocol": "TCP"}] if http else []
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {"nodeName": NODE, "containers": [{"name": "main", "ports": ports}]},
+        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
+    }
+
+
+PODS = {
+    "prod/web": ("10.65.0.1", {"app": "web"}, 8080),
+    "prod/db": ("10.65.0.2", {"app": "db"}, 5432),  # the same port name, another number
+    "ops/tool": ("10.65.0.3", {"app": "tool"}, None),
+    "dev/evil": ("10.65.0.4", {"app": "evil"}, None),
+}
+
+SECURITY_TIER: dict[str, Any] = {
+    "apiVersion": "projectcalico.org/v3",
+    "kind": "Tier",
+    "metadata": {"name": "security"},
+    "spec": {"order": 100, "defaultAction": "Deny"},
+}
+QUARANTINE: dict[str, Any] = {
+    "apiVersion": "projectcalico.org/v3",
+    "kind": "GlobalNetworkPolicy",
+    "metadata": {"name": "security.quarantine"},
+    "spec": {
+        "tier": "security",
+        "order": 10,
+        "selector": "all()",
+        "types": ["Ingress", "Egress"],
+        "ingress": [
+            {"action": "Deny", "source": {"selector": "app == 'evil'"}},
+            {"action": "Pass"},
+        ],
+        "egress": [
+            {"action": "Pass", "destination": {"selector": "app in {'web', 'db'}"}},
+            {"action": "Allow", "protocol": "TCP", "destination": {"ports": [8080]}},
+        ],
+    },
+}
+DB_INGRESS: dict[str, Any] = {
+    "apiVersion": "projectcalico.org/v3",
+    "kind": "NetworkPolicy",
+    "metadata": {"name": "db-ingress", "namespace": "prod"},
+    "spec": {
+        "selector": "app == 'db'",
+        "types": ["Ingress"],
+        "ingress": [
+            {
+                "action": "Log",
+                "source": {"selector": "app == 'tool'", "namespaceSelector": "all()"},
+            },
+            {
+                "action": "Allow",
+                "protocol": "TCP",
+                "source": {"selector": "app == 'web'"},
+                "destination": {"ports": ["http"]},
+            },
+        ],
+    },
+}
+WEB_FROM_OPS: dict[str, Any] = {
+    "apiVersion": "networking.k8s.io/v1",
+    "kind": "NetworkPolicy",
+    "metadata": {"name": "web-from-ops", "namespace": "prod"},
+    "spec": {
+        "podSelector": {"matchLabels": {"app": "web"}},
+        "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"env": "ops"}}}]}],
+    },
+}
+BLOCK_TOOL: dict[str, Any] = {
+    "apiVersion": "projectcalico.org/v3",
+    "kind": "GlobalNetworkPolicy",
+    "metadata": {"name": "security.block-tool"},
+    "spec": {
+        "tier": "security",
+        "order": 1,
+        "selector": "app == 'web'",
+        "types": ["Ingress"],
+        "ingress": [{"action": "Deny", "source": {"selector": "app == 'tool'"}}],
+    },
+}
+
+DOCUMENTS: list[dict[str, Any]] = [
+    _namespace("prod", {"env": "prod"}),
+    _namespace("ops", {"env": "ops"}),
+    _namespace("dev", {"env": "dev"}),
+    *(_pod(key, ip, labels, http) for key, (ip, labels, http) in PODS.items()),
+    SECURITY_TIER,
+    QUARANTINE,
+    DB_INGRESS,
+    WEB_FROM_OPS,
+]
+
+LISTENER = r"""
+import socket, sys, threading
+def echo(conn):
+    with conn:
+        while data := conn.recv(4096):
+            conn.sendall(data)
+def serve(server):
+    while True:
+        conn, _ = server.accept()
+        threading.Thread(target=echo, args=(conn,), daemon=True).start()
+for port in sys.argv[1:]:
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("0.0.0.0", int(port)))
+    server.listen(64)
+    threading.Thread(target=serve, args=(server,), daemon=True).start()
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+PROBE = r"""
+import json, socket, sys
+from concurrent.futures import ThreadPoolExecutor
+def attempt(target):
+    try:
+        with socket.create_connection((target[0], target[1]), timeout=1.0):
+            return True
+    except OSError:
+        return False
+targets = json.loads(sys.argv[1])
+with ThreadPoolExecutor(len(targets)) as pool:
+    print(json.dumps(list(pool.map(attempt, targets))))
+"""
+
+CLIENT = r"""
+import socket, sys
+conn = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2.0)
+print("connected", flush=True)
+for line in sys.stdin:
+    conn.sendall(line.encode())
+    print(conn.recv(4096).decode().strip(), flush=True)
+"""
+
+
+@dataclass
+class Lab:
+    """A node namespace routing to pod namespaces; ``pods``: ``ns/name`` → (netns, ip)."""
+
+    node: str
+    pods: dict[str, tuple[str, str]] = field(default_factory=dict)
+    processes: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    def spawn(self, netns: str, script: str, *args: str) -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            ["ip", "netns", "exec", netns, sys.executable, "-c", script, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.processes.append(process)
+        return process
+
+    def start_listeners(self) -> None:
+        started = [self.spawn(netns, LISTENER, *map(str, PORTS)) for netns, _ in self.pods.values()]
+        for process in started:
+            assert process.stdout is not None
+            assert process.stdout.readline().strip() == "ready", process.stderr
+
+    def probe(self) -> dict[tuple[str, str, int], bool]:
+        """Real TCP connection attempts for every ordered pair of pods on every port."""
+        runs = {}
+        for source, (netns, _) in self.pods.items():
+            targets = [
+                (destination, ip, port)
+                for destination, (_, ip) in self.pods.items()
+                if destination != source
+                for port in PORTS
+            ]
+            argument = json.dumps([[ip, port] for _, ip, port in targets])
+            runs[source] = (targets, self.spawn(netns, PROBE, argument))
+        observed = {}
+        for source, (targets, process) in runs.items():
+            out, err = process.communicate(timeout=15)
+            assert process.returncode == 0, err
+            for (destination, _, port), allowed in zip(targets, json.loads(out), strict=True):
+                observed[(source, destination, port)] = allowed
+        return observed
+
+    def expected(self, documents: list[dict[str, Any]]) -> dict[tuple[str, str, int], bool]:
+        engine = PolicyEngine(Cluster.from_documents(documents))
+        return {
+            (source, destination, port): engine.evaluate(
+                Flow(ip_address(source_ip), ip_address(destination_ip), 6, dst_port=port)
+            ).allowed
+            for source, (_, source_ip) in self.pods.items()
+            for destination, (_, destination_ip) in self.pods.items()
+            if destination != source
+            for port in PORTS
+        }
+
+
+def _attach_pod(node: str, pod_netns: str, host_interface: str, ip: str) -> None:
+    """Calico-style routed veth: the pod has a /32 and a default route through a link-local
+    gateway; static neighbours on both ends, so no ARP or proxy-ARP is needed."""
+    with Netlink(node) as nl:
+        nl.create_veth(host_interface, "eth0", peer_netns=pod_netns)
+        nl.set_up(host_interface)
+        host_mac = nl.link(host_interface).mac
+    assert host_mac is not None
+    with Netlink(pod_netns) as nl:
+        nl.set_up("lo")
+        nl.set_up("eth0")
+        nl.add_address("eth0", ip_interface(f"{ip}/32"))
+        nl.add_neighbour(Neighbour(ip_address(HOST_GATEWAY), host_mac, "eth0"))
+        nl.add_route(Route(ip_network("0.0.0.0/0"), ip_address(HOST_GATEWAY), "eth0", onlink=True))
+        pod_mac = nl.link("eth0").mac
+    assert pod_mac is not None
+    with Netlink(node) as nl:
+        nl.add_route(Route(ip_network(f"{ip}/32"), None, host_interface))
+        nl.add_neighbour(Neighbour(ip_address(ip), pod_mac, host_interface))
+
+
+@pytest.fixture
+def lab(netns: Namespaces) -> Iterator[Lab]:
+    node = netns.new("n")
+    pod_namespaces = [netns.a, netns.b, netns.new("c"), netns.new("d")]
+    built = Lab(node)
+    try:
+        with Netlink(node) as nl:
+            nl.set_up("lo")
+            nl.set_sysctl("net.ipv4.ip_forward", 1)
+        for (key, (ip, _, _)), pod_netns in zip(PODS.items(), pod_namespaces, strict=True):
+            namespace, name = key.split("/")
+            _attach_pod(node, pod_netns, workload_interface_name(namespace, name), ip)
+            built.pods[key] = (pod_netns, ip)
+        yield built
+    finally:
+        for process in built.processes:
+            process.kill()
+        for process in built.processes:
+            process.communicate(timeout=10)  # reaps it and closes its pipes
+
+
+def _program(driver: NftablesDataplane, documents: list[dict[str, Any]]) -> int:
+    graph = build_graph(NODE, driver)
+    for document in documents:
+        graph.on_update(resource_key(document), document)
+    graph.flush()
+    return driver.apply()
+
+
+@pytest.mark.root
+def test_kernel_verdicts_equal_engine_verdicts(lab: Lab) -> None:
+    driver = NftablesDataplane(lab.node)
+    graph = build_graph(NODE, driver)
+    for document in DOCUMENTS:
+        graph.on_update(resource_key(document), document)
+    graph.flush()
+    assert driver.apply() > 0
+    lab.start_listeners()
+    expected = lab.expected(DOCUMENTS)
+    assert set(expected.values()) == {True, False}  # the case exercises both outcomes
+    assert lab.probe() == expected
+    # counters on every rule: the Log rule of db-ingress saw the tool's attempts
+    listing = subprocess.run(
+        ["ip", "netns", "exec", lab.node, "nft", "-j", "list", "table", "inet", "palisade"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rules = [item["rule"] for item in json.loads(listing)["nftables"] if "rule" in item]
+    logged = [r for r in rules if r["comment"].startswith("policy np:prod/db-ingress ingress 0 #")]
+    assert logged and any(e.get("counter", {}).get("packets", 0) > 0 for e in logged[0]["expr"])
+    # live change: the quarantine goes, a block on the tool comes; the kernel follows the engine
+    changed = [d for d in DOCUMENTS if d is not QUARANTINE] + [BLOCK_TOOL]
+    graph.on_update(resource_key(QUARANTINE), None)
+    graph.on_update(resource_key(BLOCK_TOOL), BLOCK_TOOL)
+    graph.flush()
+    assert driver.apply() > 0
+    assert lab.probe() == lab.expected(changed)
+    assert driver.apply() == 0  # in sync: nothing to send
+
+
+@pytest.mark.root
+def test_failed_batch_changes_nothing(netns: Namespaces) -> None:
+    driver = NftablesDataplane(netns.a)
+    assert _program(driver, DOCUMENTS) > 0
+    before = driver.read_table()
+    assert before is not None
+    bad = [
+        {"add": {"chain": {"family": "inet", "table": "palisade", "name": "pal-new"}}},
+        {"delete": {"set": {"family": "inet", "table": "palisade", "name": "pal-missing"}}},
+    ]
+    with pytest.raises(NftablesError) as caught:
+        driver.run_batch(bad)
+    assert "nft -j -f -" in caught.value.command and netns.a in caught.value.command
+    assert caught.value.message
+    after = driver.read_table()
+    assert after is not None and "pal-new" not in after.chains
+    assert _shape(after) == _shape(before)
+    # a driver batch that nft rejects (port out of range) leaves the ruleset as it was too
+    bad_rule = RuleIntent(
+        0, Action.ALLOW, protocol=6, destination=EntityIntent(ports=PortsIntent(((70000, 70000),)))
+    )
+    [policy_id] = [p for p in driver.policies if "db-ingress" in p]
+    good = driver.policies[policy_id]
+    driver.on_policy_update(policy_id, PolicyIntent(policy_id, (bad_rule,), ()))
+    with pytest.raises(NftablesError):
+        driver.apply()
+    assert _shape(driver.read_table()) == _shape(before)
+    driver.on_policy_update(policy_id, good)
+    assert driver.apply() == 0  # re-read after the failure: the kernel already has this
+
+
+def _shape(ruleset: Ruleset | None) -> tuple[object, ...]:
+    assert ruleset is not None
+    return (
+        ruleset.sets,
+        {name: chain.signature for name, chain in ruleset.chains.items()},
+        ruleset.maps,
+        ruleset.base.signature if ruleset.base else None,
+    )
+
+
+@pytest.mark.root
+def test_resync_repairs_drift(netns: Namespaces) -> None:
+    driver = NftablesDataplane(netns.a)
+    _program(driver, DOCUMENTS)
+    desired = _shape(driver.desired())
+    some_chain = next(name for name in driver.desired().chains if name.startswith("pal-pi-"))
+    some_set = next(name for name, s in driver.desired().sets.items() if s.elements)
+    driver.run_batch(
+        [
+            {"flush": {"chain": {"family": "inet", "table": "palisade", "name": some_chain}}},
+            {"flush": {"set": {"family": "inet", "table": "palisade", "name": some_set}}},
+            {"delete": {"chain": {"family": "inet", "table": "palisade", "name": BASE_CHAIN}}},
+        ]
+    )
+    assert driver.apply() == 0  # the driver believes its last apply...
+    assert driver.resync() > 0  # ...until it looks
+    assert _shape(driver.read_table()) == desired
+    assert driver.resync() == 0
+
+
+@pytest.mark.root
+def test_restarted_driver_adopts_table_and_live_connection_survives(lab: Lab) -> None:
+    first = NftablesDataplane(lab.node)
+    _program(first, DOCUMENTS)
+    lab.start_listeners()
+    assert lab.expected(DOCUMENTS)[("ops/tool", "prod/web", 8080)]
+    tool_netns, _ = lab.pods["ops/tool"]
+    client = lab.spawn(tool_netns, CLIENT, PODS["prod/web"][0], "8080")
+    assert client.stdin is not None and client.stdout is not None
+
+    def echo(text: str) -> str:
+        assert client.stdin is not None and client.stdout is not None
+        client.stdin.write(text + "\n")
+        client.stdin.flush()
+        return client.stdout.readline().strip()
+
+    assert client.stdout.readline().strip() == "connected"
+    assert echo("one") == "one"
+    handles = _handles(lab.node)
+    # a new agent process: a fresh driver and graph adopt the table, changing nothing
+    second = NftablesDataplane(lab.node)
+    assert _program(second, DOCUMENTS) == 0
+    assert _handles(lab.node) == handles  # not a single object was re-created
+    assert echo("two") == "two"
+    # new connections from the tool are now denied; the established one keeps flowing
+    second_graph_documents = [*DOCUMENTS, BLOCK_TOOL]
+    third = NftablesDataplane(lab.node)
+    assert _program(third, second_graph_documents) > 0
+    observed = lab.probe()
+    assert observed == lab.expected(second_graph_documents)
+    assert not observed[("ops/tool", "prod/web", 8080)]
+    assert echo("three") == "three"
+
+
+def _handles(netns: str) -> list[tuple[str, int]]:
+    listing = subprocess.run(
+        ["ip", "netns", "exec", netns, "nft", "-j", "-a", "list", "table", "inet", "palisade"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return sorted(
+        (kind, int(body["handle"]))
+        for item in json.loads(listing)["nftables"]
+        for kind, body in item.items()
+        if isinstance(body, dict) and "handle" in body
+    )

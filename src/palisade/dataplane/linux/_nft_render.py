@@ -372,9 +372,12 @@ def _rule_variants(rule: RuleIntent) -> list[list[Json]]:
     )
     variants: list[list[Json]] = []
     for version in versions:
+        # Pin the family even where no address of it is matched (a variant with only a
+        # ``notNets`` of the other family would otherwise match every packet).
+        pinned = version if version is not None else rule.ip_version
         family: list[Json] = []
-        if version is None and rule.ip_version is not None:
-            family.append(_match(_meta("nfproto"), "ipv4" if rule.ip_version == 4 else "ipv6"))
+        if pinned is not None:
+            family.append(_match(_meta("nfproto"), "ipv4" if pinned == 4 else "ipv6"))
         sources = _entity_alternatives(rule.source, version, True)
         destinations = _entity_alternatives(rule.destination, version, False)
         if sources is None or destinations is None:

@@ -19,6 +19,7 @@ import ipaddress
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import product
 from typing import Any
 
@@ -52,7 +53,7 @@ MARK_DENY = 0x00020000
 MARK_PASS = 0x00030000
 _MARK_BY_ACTION = {Action.ALLOW: MARK_ALLOW, Action.DENY: MARK_DENY, Action.PASS: MARK_PASS}
 
-PORT_PROTOCOLS = (6, 17, 132, 136)  # tcp, udp, sctp, udplite: the ones with a port header
+PORT_PROTOCOLS = (6, 17, 33, 132, 136)  # tcp, udp, dccp, sctp, udplite: ports at bytes 0-3
 _PROTOCOL_NUMBERS = {"tcp": 6, "udp": 17, "sctp": 132, "udplite": 136, "icmp": 1, "icmpv6": 58}
 
 
@@ -109,6 +110,7 @@ def _digest(text: str, length: int = 8) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
+@lru_cache(maxsize=1 << 16)
 def object_name(prefix: str, object_id: str) -> str:
     """``prefix + object_id`` when that is short and plain; otherwise a readable stem plus a
     digest of the id, so the name stays unique and at most 31 characters long."""
@@ -133,6 +135,7 @@ def endpoint_chain_name(endpoint_id: str, ingress: bool) -> str:
     return object_name("pal-to-" if ingress else "pal-fr-", endpoint_id)
 
 
+@lru_cache(maxsize=1 << 16)
 def set_name(set_id: str, version: int) -> str:
     """Set ids are ≤ 30 characters, so the family digit keeps the name ≤ 31."""
     name = f"{set_id}{version}"
@@ -147,8 +150,13 @@ def set_name(set_id: str, version: int) -> str:
 def _networks(
     members: Iterable[str], version: int
 ) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    networks = [ipaddress.ip_network(m, strict=False) for m in members]
-    # an interval set refuses overlapping elements: merge them first
+    """The members of one family, merged: an interval set refuses overlapping elements."""
+    return _collapse([ipaddress.ip_network(m, strict=False) for m in members], version)
+
+
+def _collapse(
+    networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network], version: int
+) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     if version == 4:
         return list(
             ipaddress.collapse_addresses(
@@ -181,22 +189,17 @@ def protocol_number(protocol: str | int) -> int:
 def render_sets(set_id: str, intent: SetIntent) -> list[NftSet]:
     """One IPv4 and one IPv6 set per intent, so a rule's family variant always has its set."""
     result = []
-    for version in (4, 6):
-        address_type = "ipv4_addr" if version == 4 else "ipv6_addr"
-        if isinstance(intent, IPSetIntent):
-            elements = frozenset(str(n) for n in _networks(intent.members, version))
+    if isinstance(intent, IPSetIntent):
+        networks = [ipaddress.ip_network(m, strict=False) for m in intent.members]
+        for version, address_type in ((4, "ipv4_addr"), (6, "ipv6_addr")):
+            elements = frozenset(str(n) for n in _collapse(networks, version))
             result.append(NftSet(set_name(set_id, version), (address_type,), True, elements))
-        else:
-            parsed = [_parse_named_port(m) for m in intent.members]
-            elements = frozenset(f"{a} {p} {port}" for a, p, port in parsed if a.version == version)
-            result.append(
-                NftSet(
-                    set_name(set_id, version),
-                    (address_type, "inet_proto", "inet_service"),
-                    False,
-                    elements,
-                )
-            )
+        return result
+    parsed = [_parse_named_port(m) for m in intent.members]
+    for version, address_type in ((4, "ipv4_addr"), (6, "ipv6_addr")):
+        elements = frozenset(f"{a} {p} {port}" for a, p, port in parsed if a.version == version)
+        concat = (address_type, "inet_proto", "inet_service")
+        result.append(NftSet(set_name(set_id, version), concat, False, elements))
     return result
 
 
@@ -273,11 +276,13 @@ def _has_addresses(entity: EntityIntent) -> bool:
 
 
 def _entity_alternatives(
-    entity: EntityIntent, version: int | None, source: bool
+    entity: EntityIntent, version: int | None, source: bool, with_ports: bool = True
 ) -> list[list[Json]] | None:
     """The entity's matches as alternatives (any one may match; each is ANDed expressions).
 
-    ``None``: nothing of this address family can match (a ``nets`` list with none of it).
+    ``None``: nothing can match (a ``nets`` list with none of this address family, or a port
+    match on a variant for packets without ports). ``with_ports=False`` renders the variant for
+    packets without ports, where a ``notPorts`` holds trivially.
     """
     side = "saddr" if source else "daddr"
     port_field = _payload("th", "sport" if source else "dport")
@@ -306,6 +311,10 @@ def _entity_alternatives(
         key = {"concat": [address, _meta("l4proto"), port_field]}
         return _match(key, "@" + set_name(set_id, version), op)
 
+    if not with_ports:
+        if entity.ports or entity.service_port_set_id is not None:
+            return None
+        return [common]
     if entity.service_port_set_id is not None:
         common.append(named(entity.service_port_set_id, "=="))
     if entity.not_ports.ranges:
@@ -343,9 +352,19 @@ def _rule_variants(rule: RuleIntent) -> list[list[Json]]:
     uses_ports = any(
         e.ports or e.not_ports or e.service_port_set_id for e in (rule.source, rule.destination)
     )
-    if uses_ports and rule.protocol not in PORT_PROTOCOLS:
-        # ``th`` reads bytes 0-3 of any transport header; only port protocols have ports there
-        base.append(_match(_meta("l4proto"), {"set": list(PORT_PROTOCOLS)}))
+    # ``th`` reads bytes 0-3 of any transport header, and only port protocols have ports
+    # there; a packet without ports fails a ports match and passes a notPorts match.
+    port_modes: list[tuple[list[Json], bool]]
+    if not uses_ports or rule.protocol in PORT_PROTOCOLS:
+        port_modes = [([], True)]
+    elif rule.protocol is not None:
+        port_modes = [([], False)]
+    else:
+        port_protocols = {"set": list(PORT_PROTOCOLS)}
+        port_modes = [
+            ([_match(_meta("l4proto"), port_protocols)], True),
+            ([_match(_meta("l4proto"), port_protocols, "!=")], False),
+        ]
     if rule.icmp is not None:
         base.extend(_icmp_matches(rule.icmp, rule.protocol))
     not_icmp: list[list[Json]] = [[]]
@@ -366,6 +385,9 @@ def _rule_variants(rule: RuleIntent) -> list[list[Json]]:
             not_icmp = [[_match(_payload(header, "type"), not_type, "!=")]]
         elif not_code is not None:
             not_icmp = [[_match(_payload(header, "code"), not_code, "!=")]]
+        if rule.protocol is None:  # a packet of another protocol has no ICMP header to match
+            icmp_protocol = 58 if header == "icmpv6" else 1
+            not_icmp.insert(0, [_match(_meta("l4proto"), icmp_protocol, "!=")])
     addressed = _has_addresses(rule.source) or _has_addresses(rule.destination)
     versions: list[int | None] = (
         [v for v in (4, 6) if rule.ip_version in (None, v)] if addressed else [None]
@@ -378,19 +400,21 @@ def _rule_variants(rule: RuleIntent) -> list[list[Json]]:
         family: list[Json] = []
         if pinned is not None:
             family.append(_match(_meta("nfproto"), "ipv4" if pinned == 4 else "ipv6"))
-        sources = _entity_alternatives(rule.source, version, True)
-        destinations = _entity_alternatives(rule.destination, version, False)
-        if sources is None or destinations is None:
-            continue
-        for icmp_part, source, destination in product(not_icmp, sources, destinations):
-            variants.append([*family, *base, *icmp_part, *source, *destination])
+        for guard, with_ports in port_modes:
+            sources = _entity_alternatives(rule.source, version, True, with_ports)
+            destinations = _entity_alternatives(rule.destination, version, False, with_ports)
+            if sources is None or destinations is None:
+                continue
+            for icmp_part, source, destination in product(not_icmp, sources, destinations):
+                variants.append([*family, *base, *guard, *icmp_part, *source, *destination])
     return variants
 
 
 def _comment(attribution: str, expr: Sequence[Json]) -> str:
     if len(attribution) > 100:
         attribution = attribution[:90] + "~" + _digest(attribution)
-    digest = _digest(attribution + json.dumps(expr, sort_keys=True), 10)
+    # repr is deterministic here (every dict is built in one fixed order) and much cheaper
+    digest = _digest(attribution + repr(expr), 10)
     return f"{attribution} #{digest}"
 
 
@@ -398,9 +422,7 @@ def _rule(attribution: str, expr: list[Json]) -> NftRule:
     return NftRule(_comment(attribution, expr), tuple(expr))
 
 
-def render_rules(
-    owner: str, direction: str, rules: Sequence[RuleIntent], profile: bool = False
-) -> tuple[NftRule, ...]:
+def render_rules(owner: str, direction: str, rules: Sequence[RuleIntent]) -> tuple[NftRule, ...]:
     """A policy's or profile's rules for one direction. Each match sets the verdict mark and
     returns; a Log rule logs and falls through to the next rule."""
     rendered: list[NftRule] = []
@@ -522,30 +544,70 @@ def render_base_chain() -> NftChain:
     )
 
 
+_BASE = render_base_chain()
+
+
+class RulesetRenderer:
+    """:func:`render_ruleset` with memory: each intent is rendered once and its objects reused
+    while the intent stays the same, so after one change only that change is re-rendered (and
+    the unchanged chains are the same objects, which :func:`delta_commands` skips at once)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, str], tuple[object, list[Any]]] = {}
+
+    def _cached(self, kind: str, key: str, intent: object, render: Any, *args: Any) -> list[Any]:
+        hit = self._cache.get((kind, key))
+        if hit is not None and (hit[0] is intent or hit[0] == intent):
+            return hit[1]
+        rendered: list[Any] = render(*args)
+        self._cache[(kind, key)] = (intent, rendered)
+        return rendered
+
+    def render(
+        self,
+        sets: Mapping[str, SetIntent],
+        policies: Mapping[str, PolicyIntent],
+        profiles: Mapping[str, ProfileIntent],
+        endpoints: Mapping[str, EndpointIntent],
+    ) -> Ruleset:
+        live = {("set", k) for k in sets} | {("policy", k) for k in policies}
+        live |= {("profile", k) for k in profiles} | {("endpoint", k) for k in endpoints}
+        for stale in set(self._cache) - live:
+            del self._cache[stale]
+        nft_sets: dict[str, NftSet] = {}
+        for set_id, set_intent in sets.items():
+            rendered_sets = self._cached("set", set_id, set_intent, render_sets, set_id, set_intent)
+            nft_sets.update((s.name, s) for s in rendered_sets)
+        chains: dict[str, NftChain] = {}
+        for policy_id, policy in policies.items():
+            rendered = self._cached("policy", policy_id, policy, render_policy, policy)
+            chains.update((c.name, c) for c in rendered)
+        for profile_id, profile in profiles.items():
+            rendered = self._cached("profile", profile_id, profile, render_profile, profile)
+            chains.update((c.name, c) for c in rendered)
+        from_map: dict[str, str] = {}
+        to_map: dict[str, str] = {}
+        for endpoint_id, endpoint in endpoints.items():
+            if endpoint.interface is None:
+                continue  # nothing to dispatch on; the endpoint has no traffic here
+            to_chain, from_chain = self._cached(
+                "endpoint", endpoint_id, endpoint, render_endpoint, endpoint
+            )
+            chains[to_chain.name] = to_chain
+            chains[from_chain.name] = from_chain
+            to_map[endpoint.interface] = to_chain.name
+            from_map[endpoint.interface] = from_chain.name
+        return Ruleset(nft_sets, chains, {FROM_MAP: from_map, TO_MAP: to_map}, _BASE)
+
+
 def render_ruleset(
     sets: Mapping[str, SetIntent],
     policies: Mapping[str, PolicyIntent],
     profiles: Mapping[str, ProfileIntent],
     endpoints: Mapping[str, EndpointIntent],
 ) -> Ruleset:
-    """The whole desired table for these intents (pure; called on every apply)."""
-    nft_sets = {s.name: s for set_id, intent in sets.items() for s in render_sets(set_id, intent)}
-    chains: dict[str, NftChain] = {}
-    for policy in policies.values():
-        chains.update((c.name, c) for c in render_policy(policy))
-    for profile in profiles.values():
-        chains.update((c.name, c) for c in render_profile(profile))
-    from_map: dict[str, str] = {}
-    to_map: dict[str, str] = {}
-    for endpoint in endpoints.values():
-        if endpoint.interface is None:
-            continue  # nothing to dispatch on; the endpoint has no traffic here
-        to_chain, from_chain = render_endpoint(endpoint)
-        chains[to_chain.name] = to_chain
-        chains[from_chain.name] = from_chain
-        to_map[endpoint.interface] = to_chain.name
-        from_map[endpoint.interface] = from_chain.name
-    return Ruleset(nft_sets, chains, {FROM_MAP: from_map, TO_MAP: to_map}, render_base_chain())
+    """The whole desired table for these intents (pure)."""
+    return RulesetRenderer().render(sets, policies, profiles, endpoints)
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -628,7 +690,7 @@ def delta_commands(actual: Ruleset, desired: Ruleset, create_table: bool) -> lis
         chain
         for name, chain in sorted(desired.chains.items())
         if name not in actual.chains
-        or actual.chains[name].signature != chain.signature
+        or (actual.chains[name] is not chain and actual.chains[name].signature != chain.signature)
         or _references(chain, replaced_sets)
     ]
     removed = [chain for name, chain in sorted(actual.chains.items()) if name not in desired.chains]
@@ -647,6 +709,8 @@ def delta_commands(actual: Ruleset, desired: Ruleset, create_table: bool) -> lis
         if old is None or name in replaced_sets:
             commands.append({"add": set_object(nft_set)})
             before: frozenset[str] = frozenset()
+        elif old is nft_set:
+            continue
         else:
             before = old.elements
         for verb, elements in (
@@ -715,6 +779,7 @@ __all__ = [
     "NftRule",
     "NftSet",
     "Ruleset",
+    "RulesetRenderer",
     "delta_commands",
     "endpoint_chain_name",
     "policy_chain_name",

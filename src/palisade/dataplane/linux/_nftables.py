@@ -74,9 +74,9 @@ from ._nft_render import (
     NftRule,
     NftSet,
     Ruleset,
+    RulesetRenderer,
     delta_commands,
     protocol_number,
-    render_ruleset,
     table_command,
 )
 
@@ -108,6 +108,7 @@ class NftablesDataplane:
         self.policies: dict[str, PolicyIntent] = {}
         self.profiles: dict[str, ProfileIntent] = {}
         self.endpoints: dict[str, EndpointIntent] = {}
+        self._renderer = RulesetRenderer()
         self._actual: Ruleset | None = None  # None: not known; read the kernel's next time
         self._table_exists = False
         self.transactions = 0
@@ -130,7 +131,7 @@ class NftablesDataplane:
     # -- programming ------------------------------------------------------------------------
 
     def desired(self) -> Ruleset:
-        return render_ruleset(self.sets, self.policies, self.profiles, self.endpoints)
+        return self._renderer.render(self.sets, self.policies, self.profiles, self.endpoints)
 
     def apply(self) -> int:
         """Bring the kernel to the desired state in one transaction; returns the number of

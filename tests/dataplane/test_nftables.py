@@ -316,7 +316,8 @@ def test_delta_touches_only_what_changed() -> None:
 # -- kernel -------------------------------------------------------------------------------------
 
 NODE = "node-a"
-PORTS = (8080, 5432)
+PORTS = ("tcp/8080", "tcp/5432", "udp/8080")
+"""What a probe tries on every ordered pair of pods: ``protocol/port``."""
 HOST_GATEWAY = "169.254.1.1"
 
 
@@ -432,7 +433,17 @@ def serve(server):
     while True:
         conn, _ = server.accept()
         threading.Thread(target=echo, args=(conn,), daemon=True).start()
-for port in sys.argv[1:]:
+def serve_udp(server):
+    while True:
+        data, peer = server.recvfrom(4096)
+        server.sendto(data, peer)
+for spec in sys.argv[1:]:
+    protocol, port = spec.split("/")
+    if protocol == "udp":
+        server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        server.bind(("0.0.0.0", int(port)))
+        threading.Thread(target=serve_udp, args=(server,), daemon=True).start()
+        continue
     server = socket.socket()
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.bind(("0.0.0.0", int(port)))
@@ -446,8 +457,16 @@ PROBE = r"""
 import json, socket, sys
 from concurrent.futures import ThreadPoolExecutor
 def attempt(target):
+    ip, spec = target
+    protocol, port = spec.split("/")
     try:
-        with socket.create_connection((target[0], target[1]), timeout=1.0):
+        if protocol == "udp":
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as conn:
+                conn.settimeout(1.0)
+                conn.connect((ip, int(port)))
+                conn.send(b"probe")
+                return conn.recv(64) == b"probe"
+        with socket.create_connection((ip, int(port)), timeout=1.0):
             return True
     except OSError:
         return False
@@ -471,7 +490,7 @@ class Lab:
     """A node namespace routing to pod namespaces; ``pods``: ``ns/name`` → (netns, ip)."""
 
     node: str
-    ports: tuple[int, ...] = PORTS
+    ports: tuple[str, ...] = PORTS
     pods: dict[str, tuple[str, str]] = field(default_factory=dict)
     processes: list[subprocess.Popen[str]] = field(default_factory=list)
 
@@ -487,15 +506,14 @@ class Lab:
         return process
 
     def start_listeners(self) -> None:
-        started = [
-            self.spawn(netns, LISTENER, *map(str, self.ports)) for netns, _ in self.pods.values()
-        ]
+        started = [self.spawn(netns, LISTENER, *self.ports) for netns, _ in self.pods.values()]
         for process in started:
             assert process.stdout is not None
             assert process.stdout.readline().strip() == "ready", process.stderr
 
-    def probe(self) -> dict[tuple[str, str, int], bool]:
-        """Real TCP connection attempts for every ordered pair of pods on every port."""
+    def probe(self) -> dict[tuple[str, str, str], bool]:
+        """Real connection attempts (TCP connect, UDP echo) for every ordered pair of pods on
+        every port, all at once; a dropped attempt gives up after 1 s."""
         runs = {}
         for source, (netns, _) in self.pods.items():
             targets = [
@@ -514,12 +532,17 @@ class Lab:
                 observed[(source, destination, port)] = allowed
         return observed
 
-    def expected(self, documents: list[dict[str, Any]]) -> dict[tuple[str, str, int], bool]:
+    def expected(self, documents: list[dict[str, Any]]) -> dict[tuple[str, str, str], bool]:
         engine = PolicyEngine(Cluster.from_documents(documents))
+
+        def allowed(source_ip: str, destination_ip: str, spec: str) -> bool:
+            protocol, port = spec.split("/")
+            number = {"tcp": 6, "udp": 17}[protocol]
+            flow = Flow(ip_address(source_ip), ip_address(destination_ip), number, int(port))
+            return engine.evaluate(flow).allowed
+
         return {
-            (source, destination, port): engine.evaluate(
-                Flow(ip_address(source_ip), ip_address(destination_ip), 6, dst_port=port)
-            ).allowed
+            (source, destination, port): allowed(source_ip, destination_ip, port)
             for source, (_, source_ip) in self.pods.items()
             for destination, (_, destination_ip) in self.pods.items()
             if destination != source
@@ -548,7 +571,7 @@ def _attach_pod(node: str, pod_netns: str, host_interface: str, ip: str) -> None
         nl.add_neighbour(Neighbour(ip_address(ip), pod_mac, host_interface))
 
 
-LabFactory = Callable[[dict[str, str], tuple[int, ...]], Lab]
+LabFactory = Callable[[dict[str, str], tuple[str, ...]], Lab]
 
 
 @pytest.fixture
@@ -556,7 +579,7 @@ def make_lab(netns: Namespaces) -> Iterator[LabFactory]:
     """Builds labs (``ns/pod`` → IPv4 address, ports to probe); kills their processes after."""
     built: list[Lab] = []
 
-    def make(pods: dict[str, str], ports: tuple[int, ...]) -> Lab:
+    def make(pods: dict[str, str], ports: tuple[str, ...]) -> Lab:
         lab = Lab(netns.new(f"n{len(built)}"), ports)
         built.append(lab)
         with Netlink(lab.node) as nl:
@@ -690,7 +713,7 @@ def test_restarted_driver_adopts_table_and_live_connection_survives(lab: Lab) ->
     first = NftablesDataplane(lab.node)
     _program(first, DOCUMENTS)
     lab.start_listeners()
-    assert lab.expected(DOCUMENTS)[("ops/tool", "prod/web", 8080)]
+    assert lab.expected(DOCUMENTS)[("ops/tool", "prod/web", "tcp/8080")]
     tool_netns, _ = lab.pods["ops/tool"]
     client = lab.spawn(tool_netns, CLIENT, PODS["prod/web"][0], "8080")
     assert client.stdin is not None and client.stdout is not None
@@ -715,7 +738,7 @@ def test_restarted_driver_adopts_table_and_live_connection_survives(lab: Lab) ->
     assert _program(third, second_graph_documents) > 0
     observed = lab.probe()
     assert observed == lab.expected(second_graph_documents)
-    assert not observed[("ops/tool", "prod/web", 8080)]
+    assert not observed[("ops/tool", "prod/web", "tcp/8080")]
     assert echo("three") == "three"
 
 
@@ -769,14 +792,16 @@ def test_kernel_verdicts_equal_engine_verdicts_on_synthetic_clusters(
     pods = [d for d in documents if d["kind"] == "Pod"]
     for pod in pods:
         pod["spec"]["nodeName"] = NODE
-    tcp_ports = Counter(
-        port["containerPort"]
+    container_ports = Counter(
+        f"{port.get('protocol', 'TCP').lower()}/{port['containerPort']}"
         for pod in pods
         for container in pod["spec"]["containers"]
         for port in container.get("ports", ())
-        if port.get("protocol", "TCP") == "TCP"
     )
-    ports = tuple(port for port, _ in tcp_ports.most_common(2))  # named ports in play
+    # the two most used TCP ports and the most used UDP one: named ports are in play
+    tcp = [p for p, _ in container_ports.most_common() if p.startswith("tcp/")][:2]
+    udp = [p for p, _ in container_ports.most_common() if p.startswith("udp/")][:1]
+    ports = (*tcp, *(udp or ["udp/53"]))
     lab = make_lab(
         {
             f"{p['metadata']['namespace']}/{p['metadata']['name']}": p["status"]["podIP"]

@@ -61,6 +61,7 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from palisade.calc import EndpointIntent, PolicyIntent, ProfileIntent, SetIntent
@@ -79,6 +80,17 @@ from ._nft_render import (
     protocol_number,
     table_command,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class RuleCounter:
+    """One rule's counters; ``comment`` names its policy or profile, direction and rule index
+    (``policy np:prod/db ingress 1 #…``) or its place in an endpoint chain."""
+
+    chain: str
+    comment: str
+    packets: int
+    bytes: int
 
 
 class NftablesError(Exception):
@@ -135,7 +147,21 @@ class NftablesDataplane:
 
     def apply(self) -> int:
         """Bring the kernel to the desired state in one transaction; returns the number of
-        commands sent (0: already in sync). On the first call, adopts the existing table."""
+        commands sent (0: already in sync). On the first call, adopts the existing table.
+
+        If the batch fails while the driver trusted its memory of the table (someone else may
+        have changed it), the table is read back and the repaired delta tried once more; a
+        failure then raises :class:`NftablesError`. A failed batch changes nothing.
+        """
+        trusted = self._actual is not None
+        try:
+            return self._apply_once()
+        except NftablesError:
+            if not trusted:
+                raise
+        return self._apply_once()
+
+    def _apply_once(self) -> int:
         if self._actual is None:
             self._read_actual()
         assert self._actual is not None
@@ -147,7 +173,7 @@ class NftablesDataplane:
         try:
             self.run_batch(commands)
         except NftablesError:
-            self._actual = None  # the batch changed nothing, but re-read to be sure
+            self._actual = None  # the batch changed nothing; read the table before the next
             raise
         self._actual = desired
         self._table_exists = True
@@ -210,6 +236,32 @@ class NftablesDataplane:
                 return None
             raise
         return parse_listing(json.loads(output))
+
+    def read_counters(self) -> list[RuleCounter]:
+        """Every rule's packet and byte counters with its chain and comment (attribution)."""
+        try:
+            output = self._run(["-j", "list", "table", FAMILY, TABLE])
+        except NftablesError as exc:
+            if "No such file or directory" in exc.message:
+                return []
+            raise
+        found = []
+        for item in json.loads(output).get("nftables", []):
+            rule = item.get("rule")
+            if rule is None:
+                continue
+            counter = next((e["counter"] for e in rule.get("expr", ()) if "counter" in e), None)
+            if counter is None:
+                continue
+            found.append(
+                RuleCounter(
+                    str(rule["chain"]),
+                    str(rule.get("comment", "")),
+                    int(counter.get("packets", 0)),
+                    int(counter.get("bytes", 0)),
+                )
+            )
+        return found
 
     def _read_actual(self) -> None:
         actual = self.read_table()
@@ -301,4 +353,4 @@ def parse_listing(listing: Json) -> Ruleset:
     return Ruleset(sets, chains, maps, base)
 
 
-__all__ = ["NftablesDataplane", "NftablesError", "parse_listing"]
+__all__ = ["NftablesDataplane", "NftablesError", "RuleCounter", "parse_listing"]

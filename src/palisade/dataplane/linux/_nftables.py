@@ -18,7 +18,7 @@ Chain layout::
       per tier with policies, in order:
         clear the verdict mark
         mark == 0 → jump pal-pi-<policy> / pal-po-<policy>   (each applying policy in order)
-        mark == allow → clear mark, accept (to-chain) / return (fr-chain)
+        mark == allow → clear mark; accept (to-chain) / return to the base chain (fr-chain)
         mark == deny  → drop
         mark == 0 → drop                           (end-of-tier Deny; absent when it is Pass)
         (mark == pass falls through to the next tier)
@@ -45,12 +45,21 @@ digest of its expressions by which the driver recognises it when reading the tab
 Desired versus actual: after a successful apply the driver knows the actual table; on start it
 *adopts* whatever ``inet palisade`` the kernel already has (listing it instead of flushing it,
 so established connections keep flowing through the fast path) and repairs only what differs;
-:meth:`~NftablesDataplane.resync` re-reads the table and repairs drift. A changed chain is
-flushed and refilled inside the transaction (its counters restart); sets and dispatch maps
-change element by element.
+:meth:`~NftablesDataplane.resync` re-reads the table and repairs drift, and a batch that fails
+against the remembered table is retried once from a fresh read. A changed chain is flushed and
+refilled inside the transaction (its counters restart); sets and dispatch maps change element
+by element. Each intent is rendered once and its chains reused while it is unchanged, so one
+policy change costs a few milliseconds of Python however large the node is.
+:meth:`~NftablesDataplane.read_counters` returns every rule's counters with its comment.
+
+Limits, for now: only the ``forward`` hook is programmed, so traffic between a workload and
+its own node (host processes) is not policed; ``ct state invalid drop`` applies to every
+forwarded packet of the node, not only workload traffic; host endpoints, doNotTrack and
+preDNAT policies are not rendered.
 
 Left to others: deciding what to program (``palisade.calc``), interfaces and routes
-(``_netlink``), host endpoints and the input/output hooks (not rendered yet).
+(``_netlink``), and the agent's loop that calls :meth:`~NftablesDataplane.apply` after each
+``CalcGraph.flush()`` and :meth:`~NftablesDataplane.resync` periodically.
 """
 
 from __future__ import annotations

@@ -319,13 +319,16 @@ NODE = "node-a"
 PORTS = ("tcp/8080", "tcp/5432", "udp/8080")
 """What a probe tries on every ordered pair of pods: ``protocol/port``."""
 HOST_GATEWAY = "169.254.1.1"
+HOST_GATEWAY6 = "fe80::1"
 
 
 def _namespace(name: str, labels: dict[str, str]) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
 
 
-def _pod(key: str, ip: str, labels: dict[str, str], http: int | None) -> dict[str, Any]:
+def _pod(
+    key: str, ips: tuple[str, ...], labels: dict[str, str], http: int | None
+) -> dict[str, Any]:
     namespace, name = key.split("/")
     ports = [{"name": "http", "containerPort": http, "protocol": "TCP"}] if http else []
     return {
@@ -333,15 +336,15 @@ def _pod(key: str, ip: str, labels: dict[str, str], http: int | None) -> dict[st
         "kind": "Pod",
         "metadata": {"name": name, "namespace": namespace, "labels": labels},
         "spec": {"nodeName": NODE, "containers": [{"name": "main", "ports": ports}]},
-        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
+        "status": {"phase": "Running", "podIP": ips[0], "podIPs": [{"ip": ip} for ip in ips]},
     }
 
 
 PODS = {
-    "prod/web": ("10.65.0.1", {"app": "web"}, 8080),
-    "prod/db": ("10.65.0.2", {"app": "db"}, 5432),  # the same port name, another number
-    "ops/tool": ("10.65.0.3", {"app": "tool"}, None),
-    "dev/evil": ("10.65.0.4", {"app": "evil"}, None),
+    "prod/web": (("10.65.0.1", "fd00:65::1"), {"app": "web"}, 8080),
+    "prod/db": (("10.65.0.2", "fd00:65::2"), {"app": "db"}, 5432),  # same port name, new number
+    "ops/tool": (("10.65.0.3", "fd00:65::3"), {"app": "tool"}, None),
+    "dev/evil": (("10.65.0.4",), {"app": "evil"}, None),  # IPv4 only
 }
 
 SECURITY_TIER: dict[str, Any] = {
@@ -416,7 +419,7 @@ DOCUMENTS: list[dict[str, Any]] = [
     _namespace("prod", {"env": "prod"}),
     _namespace("ops", {"env": "ops"}),
     _namespace("dev", {"env": "dev"}),
-    *(_pod(key, ip, labels, http) for key, (ip, labels, http) in PODS.items()),
+    *(_pod(key, ips, labels, http) for key, (ips, labels, http) in PODS.items()),
     SECURITY_TIER,
     QUARANTINE,
     DB_INGRESS,
@@ -440,13 +443,15 @@ def serve_udp(server):
 for spec in sys.argv[1:]:
     protocol, port = spec.split("/")
     if protocol == "udp":
-        server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        server.bind(("0.0.0.0", int(port)))
+        server = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        server.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        server.bind(("::", int(port)))
         threading.Thread(target=serve_udp, args=(server,), daemon=True).start()
         continue
-    server = socket.socket()
+    server = socket.socket(socket.AF_INET6)
+    server.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind(("0.0.0.0", int(port)))
+    server.bind(("::", int(port)))
     server.listen(64)
     threading.Thread(target=serve, args=(server,), daemon=True).start()
 print("ready", flush=True)
@@ -461,7 +466,8 @@ def attempt(target):
     protocol, port = spec.split("/")
     try:
         if protocol == "udp":
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as conn:
+            family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+            with socket.socket(family, socket.SOCK_DGRAM) as conn:
                 conn.settimeout(1.0)
                 conn.connect((ip, int(port)))
                 conn.send(b"probe")
@@ -485,13 +491,17 @@ for line in sys.stdin:
 """
 
 
+Attempt = tuple[str, str, str, int]
+"""(source pod, destination pod, ``protocol/port``, IP version)."""
+
+
 @dataclass
 class Lab:
-    """A node namespace routing to pod namespaces; ``pods``: ``ns/name`` → (netns, ip)."""
+    """A node namespace routing to pod namespaces; ``pods``: ``ns/name`` → (netns, ips)."""
 
     node: str
     ports: tuple[str, ...] = PORTS
-    pods: dict[str, tuple[str, str]] = field(default_factory=dict)
+    pods: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
     processes: list[subprocess.Popen[str]] = field(default_factory=list)
 
     def spawn(self, netns: str, script: str, *args: str) -> subprocess.Popen[str]:
@@ -511,85 +521,97 @@ class Lab:
             assert process.stdout is not None
             assert process.stdout.readline().strip() == "ready", process.stderr
 
-    def probe(self) -> dict[tuple[str, str, str], bool]:
+    def _pairs(self) -> list[tuple[str, str, str, str, str]]:
+        """(source, destination, source ip, destination ip, port) for every ordered pair of
+        pods, every address family both have, every port."""
+        return [
+            (source, destination, source_ip, destination_ip, port)
+            for source, (_, source_ips) in self.pods.items()
+            for destination, (_, destination_ips) in self.pods.items()
+            if destination != source
+            for source_ip in source_ips
+            for destination_ip in destination_ips
+            if ip_address(source_ip).version == ip_address(destination_ip).version
+            for port in self.ports
+        ]
+
+    def probe(self) -> dict[Attempt, bool]:
         """Real connection attempts (TCP connect, UDP echo) for every ordered pair of pods on
-        every port, all at once; a dropped attempt gives up after 1 s."""
+        every port and address family, all at once; a dropped attempt gives up after 1 s."""
         runs = {}
         for source, (netns, _) in self.pods.items():
-            targets = [
-                (destination, ip, port)
-                for destination, (_, ip) in self.pods.items()
-                if destination != source
-                for port in self.ports
-            ]
-            argument = json.dumps([[ip, port] for _, ip, port in targets])
+            targets = [pair for pair in self._pairs() if pair[0] == source]
+            argument = json.dumps([[pair[3], pair[4]] for pair in targets])
             runs[source] = (targets, self.spawn(netns, PROBE, argument))
-        observed = {}
-        for source, (targets, process) in runs.items():
+        observed: dict[Attempt, bool] = {}
+        for targets, process in runs.values():
             out, err = process.communicate(timeout=15)
             assert process.returncode == 0, err
-            for (destination, _, port), allowed in zip(targets, json.loads(out), strict=True):
-                observed[(source, destination, port)] = allowed
+            for pair, allowed in zip(targets, json.loads(out), strict=True):
+                source, destination, _, destination_ip, port = pair
+                observed[(source, destination, port, ip_address(destination_ip).version)] = allowed
         return observed
 
-    def expected(self, documents: list[dict[str, Any]]) -> dict[tuple[str, str, str], bool]:
+    def expected(self, documents: list[dict[str, Any]]) -> dict[Attempt, bool]:
         engine = PolicyEngine(Cluster.from_documents(documents))
-
-        def allowed(source_ip: str, destination_ip: str, spec: str) -> bool:
+        verdicts: dict[Attempt, bool] = {}
+        for source, destination, source_ip, destination_ip, spec in self._pairs():
             protocol, port = spec.split("/")
             number = {"tcp": 6, "udp": 17}[protocol]
             flow = Flow(ip_address(source_ip), ip_address(destination_ip), number, int(port))
-            return engine.evaluate(flow).allowed
-
-        return {
-            (source, destination, port): allowed(source_ip, destination_ip, port)
-            for source, (_, source_ip) in self.pods.items()
-            for destination, (_, destination_ip) in self.pods.items()
-            if destination != source
-            for port in self.ports
-        }
+            version = ip_address(destination_ip).version
+            verdicts[(source, destination, spec, version)] = engine.evaluate(flow).allowed
+        return verdicts
 
 
-def _attach_pod(node: str, pod_netns: str, host_interface: str, ip: str) -> None:
-    """Calico-style routed veth: the pod has a /32 and a default route through a link-local
-    gateway; static neighbours on both ends, so no ARP or proxy-ARP is needed."""
+def _attach_pod(node: str, pod_netns: str, host_interface: str, ips: tuple[str, ...]) -> None:
+    """Calico-style routed veth: the pod has a /32 (and a /128) and default routes through
+    link-local gateways; static neighbours on both ends, so no ARP, NDP or proxy-ARP."""
     with Netlink(node) as nl:
         nl.create_veth(host_interface, "eth0", peer_netns=pod_netns)
         nl.set_up(host_interface)
         host_mac = nl.link(host_interface).mac
     assert host_mac is not None
     with Netlink(pod_netns) as nl:
+        nl.set_sysctl("net.ipv6.conf.eth0.accept_dad", 0)  # addresses usable at once
         nl.set_up("lo")
         nl.set_up("eth0")
-        nl.add_address("eth0", ip_interface(f"{ip}/32"))
-        nl.add_neighbour(Neighbour(ip_address(HOST_GATEWAY), host_mac, "eth0"))
-        nl.add_route(Route(ip_network("0.0.0.0/0"), ip_address(HOST_GATEWAY), "eth0", onlink=True))
+        for ip in ips:
+            address = ip_address(ip)
+            gateway = ip_address(HOST_GATEWAY if address.version == 4 else HOST_GATEWAY6)
+            default = ip_network("0.0.0.0/0" if address.version == 4 else "::/0")
+            nl.add_address("eth0", ip_interface(f"{ip}/{address.max_prefixlen}"))
+            nl.add_neighbour(Neighbour(gateway, host_mac, "eth0"))
+            nl.add_route(Route(default, gateway, "eth0", onlink=True))
         pod_mac = nl.link("eth0").mac
     assert pod_mac is not None
     with Netlink(node) as nl:
-        nl.add_route(Route(ip_network(f"{ip}/32"), None, host_interface))
-        nl.add_neighbour(Neighbour(ip_address(ip), pod_mac, host_interface))
+        for ip in ips:
+            address = ip_address(ip)
+            nl.add_route(Route(ip_network(f"{ip}/{address.max_prefixlen}"), None, host_interface))
+            nl.add_neighbour(Neighbour(address, pod_mac, host_interface))
 
 
-LabFactory = Callable[[dict[str, str], tuple[str, ...]], Lab]
+LabFactory = Callable[[dict[str, tuple[str, ...]], tuple[str, ...]], Lab]
 
 
 @pytest.fixture
 def make_lab(netns: Namespaces) -> Iterator[LabFactory]:
-    """Builds labs (``ns/pod`` → IPv4 address, ports to probe); kills their processes after."""
+    """Builds labs (``ns/pod`` → addresses, ports to probe); kills their processes after."""
     built: list[Lab] = []
 
-    def make(pods: dict[str, str], ports: tuple[str, ...]) -> Lab:
+    def make(pods: dict[str, tuple[str, ...]], ports: tuple[str, ...]) -> Lab:
         lab = Lab(netns.new(f"n{len(built)}"), ports)
         built.append(lab)
         with Netlink(lab.node) as nl:
             nl.set_up("lo")
             nl.set_sysctl("net.ipv4.ip_forward", 1)
-        for index, (key, ip) in enumerate(pods.items()):
+            nl.set_sysctl("net.ipv6.conf.all.forwarding", 1)
+        for index, (key, ips) in enumerate(pods.items()):
             pod_netns = netns.new(f"p{len(built)}-{index}")
             namespace, name = key.split("/")
-            _attach_pod(lab.node, pod_netns, workload_interface_name(namespace, name), ip)
-            lab.pods[key] = (pod_netns, ip)
+            _attach_pod(lab.node, pod_netns, workload_interface_name(namespace, name), ips)
+            lab.pods[key] = (pod_netns, ips)
         return lab
 
     try:
@@ -604,7 +626,7 @@ def make_lab(netns: Namespaces) -> Iterator[LabFactory]:
 
 @pytest.fixture
 def lab(make_lab: LabFactory) -> Lab:
-    return make_lab({key: ip for key, (ip, _, _) in PODS.items()}, PORTS)
+    return make_lab({key: ips for key, (ips, _, _) in PODS.items()}, PORTS)
 
 
 def _program(driver: NftablesDataplane, documents: list[dict[str, Any]]) -> int:
@@ -625,7 +647,9 @@ def test_kernel_verdicts_equal_engine_verdicts(lab: Lab) -> None:
     assert driver.apply() > 0
     lab.start_listeners()
     expected = lab.expected(DOCUMENTS)
-    assert set(expected.values()) == {True, False}  # the case exercises both outcomes
+    # the case exercises both outcomes in both address families
+    for version in (4, 6):
+        assert {v for key, v in expected.items() if key[3] == version} == {True, False}
     assert lab.probe() == expected
     # counters on every rule: the Log rule of db-ingress saw the tool's attempts
     counters = driver.read_counters()
@@ -715,9 +739,9 @@ def test_restarted_driver_adopts_table_and_live_connection_survives(lab: Lab) ->
     first = NftablesDataplane(lab.node)
     _program(first, DOCUMENTS)
     lab.start_listeners()
-    assert lab.expected(DOCUMENTS)[("ops/tool", "prod/web", "tcp/8080")]
+    assert lab.expected(DOCUMENTS)[("ops/tool", "prod/web", "tcp/8080", 4)]
     tool_netns, _ = lab.pods["ops/tool"]
-    client = lab.spawn(tool_netns, CLIENT, PODS["prod/web"][0], "8080")
+    client = lab.spawn(tool_netns, CLIENT, PODS["prod/web"][0][0], "8080")
     assert client.stdin is not None and client.stdout is not None
 
     def echo(text: str) -> str:
@@ -740,7 +764,7 @@ def test_restarted_driver_adopts_table_and_live_connection_survives(lab: Lab) ->
     assert _program(third, second_graph_documents) > 0
     observed = lab.probe()
     assert observed == lab.expected(second_graph_documents)
-    assert not observed[("ops/tool", "prod/web", "tcp/8080")]
+    assert not observed[("ops/tool", "prod/web", "tcp/8080", 4)]
     assert echo("three") == "three"
 
 
@@ -806,7 +830,7 @@ def test_kernel_verdicts_equal_engine_verdicts_on_synthetic_clusters(
     ports = (*tcp, *(udp or ["udp/53"]))
     lab = make_lab(
         {
-            f"{p['metadata']['namespace']}/{p['metadata']['name']}": p["status"]["podIP"]
+            f"{p['metadata']['namespace']}/{p['metadata']['name']}": (p["status"]["podIP"],)
             for p in pods
         },
         ports,

@@ -316,8 +316,9 @@ def test_delta_touches_only_what_changed() -> None:
 # -- kernel -------------------------------------------------------------------------------------
 
 NODE = "node-a"
-PORTS = ("tcp/8080", "tcp/5432", "udp/8080")
-"""What a probe tries on every ordered pair of pods: ``protocol/port``."""
+PORTS = ("tcp/8080", "tcp/5432", "udp/8080", "icmp/8")
+"""What a probe tries on every ordered pair of pods: ``protocol/port``, or ``icmp/8`` for an
+echo request (ICMPv6 echo over IPv6)."""
 HOST_GATEWAY = "169.254.1.1"
 HOST_GATEWAY6 = "fe80::1"
 
@@ -369,6 +370,8 @@ QUARANTINE: dict[str, Any] = {
         "egress": [
             {"action": "Pass", "destination": {"selector": "app in {'web', 'db'}"}},
             {"action": "Allow", "protocol": "TCP", "destination": {"ports": [8080]}},
+            {"action": "Pass", "protocol": "ICMP"},
+            {"action": "Pass", "protocol": "ICMPv6"},
         ],
     },
 }
@@ -402,6 +405,34 @@ WEB_FROM_OPS: dict[str, Any] = {
         "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"env": "ops"}}}]}],
     },
 }
+PING_EVIL: dict[str, Any] = {
+    "apiVersion": "projectcalico.org/v3",
+    "kind": "GlobalNetworkPolicy",
+    "metadata": {"name": "ping-evil"},
+    "spec": {
+        "order": 50,
+        "selector": "app == 'evil'",
+        "types": ["Ingress"],
+        "ingress": [
+            {"action": "Deny", "protocol": "ICMP", "notICMP": {"type": 8}},
+            {"action": "Allow", "protocol": "ICMP", "icmp": {"type": 8, "code": 0}},
+            {"action": "Allow", "protocol": "ICMPv6", "icmp": {"type": 128}},
+        ],
+    },
+}
+WEB_NO_PING: dict[str, Any] = {
+    "apiVersion": "projectcalico.org/v3",
+    "kind": "NetworkPolicy",
+    "metadata": {"name": "web-no-ping", "namespace": "prod"},
+    "spec": {
+        "order": 1,
+        "selector": "app == 'web'",
+        "types": ["Ingress"],
+        "ingress": [
+            {"action": "Deny", "protocol": "ICMP", "source": {"notNets": ["10.65.0.2/32"]}}
+        ],
+    },
+}
 BLOCK_TOOL: dict[str, Any] = {
     "apiVersion": "projectcalico.org/v3",
     "kind": "GlobalNetworkPolicy",
@@ -424,6 +455,8 @@ DOCUMENTS: list[dict[str, Any]] = [
     QUARANTINE,
     DB_INGRESS,
     WEB_FROM_OPS,
+    PING_EVIL,
+    WEB_NO_PING,
 ]
 
 LISTENER = r"""
@@ -442,6 +475,8 @@ def serve_udp(server):
         server.sendto(data, peer)
 for spec in sys.argv[1:]:
     protocol, port = spec.split("/")
+    if protocol == "icmp":
+        continue  # the kernel answers echo requests itself
     if protocol == "udp":
         server = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         server.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
@@ -459,12 +494,39 @@ sys.stdin.read()
 """
 
 PROBE = r"""
-import json, socket, sys
+import json, os, socket, struct, sys, time
 from concurrent.futures import ThreadPoolExecutor
+def checksum(data):
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    return ~(total + (total >> 16)) & 0xFFFF
+def ping(ip, ident):
+    v6 = ":" in ip
+    family, protocol = (
+        (socket.AF_INET6, socket.IPPROTO_ICMPV6) if v6 else (socket.AF_INET, socket.IPPROTO_ICMP)
+    )
+    request, reply = (128, 129) if v6 else (8, 0)
+    packet = struct.pack("!BBHHH", request, 0, 0, ident, 1) + b"palisade"
+    if not v6:  # the kernel fills in the ICMPv6 checksum itself
+        packet = struct.pack("!BBHHH", request, 0, checksum(packet), ident, 1) + b"palisade"
+    with socket.socket(family, socket.SOCK_RAW, protocol) as conn:
+        conn.sendto(packet, (ip, 0))
+        deadline = time.monotonic() + 1.0
+        while (left := deadline - time.monotonic()) > 0:
+            conn.settimeout(left)
+            data, peer = conn.recvfrom(2048)
+            if not v6:
+                data = data[(data[0] & 0x0F) * 4 :]
+            kind, _, _, got, _ = struct.unpack("!BBHHH", data[:8])
+            if kind == reply and got == ident and peer[0] == ip:
+                return True
+    return False
 def attempt(target):
-    ip, spec = target
+    ip, spec, index = target
     protocol, port = spec.split("/")
     try:
+        if protocol == "icmp":
+            return ping(ip, (os.getpid() * 64 + index) & 0xFFFF)
         if protocol == "udp":
             family = socket.AF_INET6 if ":" in ip else socket.AF_INET
             with socket.socket(family, socket.SOCK_DGRAM) as conn:
@@ -476,7 +538,7 @@ def attempt(target):
             return True
     except OSError:
         return False
-targets = json.loads(sys.argv[1])
+targets = [(ip, spec, index) for index, (ip, spec) in enumerate(json.loads(sys.argv[1]))]
 with ThreadPoolExecutor(len(targets)) as pool:
     print(json.dumps(list(pool.map(attempt, targets))))
 """
@@ -557,9 +619,17 @@ class Lab:
         verdicts: dict[Attempt, bool] = {}
         for source, destination, source_ip, destination_ip, spec in self._pairs():
             protocol, port = spec.split("/")
-            number = {"tcp": 6, "udp": 17}[protocol]
-            flow = Flow(ip_address(source_ip), ip_address(destination_ip), number, int(port))
             version = ip_address(destination_ip).version
+            source_address, destination_address = ip_address(source_ip), ip_address(destination_ip)
+            if protocol == "icmp":  # an echo request: ``icmp/8``, ICMPv6 type 128 over IPv6
+                flow = (
+                    Flow(source_address, destination_address, 1, icmp_type=8, icmp_code=0)
+                    if version == 4
+                    else Flow(source_address, destination_address, 58, icmp_type=128, icmp_code=0)
+                )
+            else:
+                number = {"tcp": 6, "udp": 17}[protocol]
+                flow = Flow(source_address, destination_address, number, int(port))
             verdicts[(source, destination, spec, version)] = engine.evaluate(flow).allowed
         return verdicts
 
@@ -650,6 +720,8 @@ def test_kernel_verdicts_equal_engine_verdicts(lab: Lab) -> None:
     # the case exercises both outcomes in both address families
     for version in (4, 6):
         assert {v for key, v in expected.items() if key[3] == version} == {True, False}
+    for spec in PORTS:
+        assert {v for key, v in expected.items() if key[2] == spec} == {True, False}
     assert lab.probe() == expected
     # counters on every rule: the Log rule of db-ingress saw the tool's attempts
     counters = driver.read_counters()
@@ -827,7 +899,7 @@ def test_kernel_verdicts_equal_engine_verdicts_on_synthetic_clusters(
     # the two most used TCP ports and the most used UDP one: named ports are in play
     tcp = [p for p, _ in container_ports.most_common() if p.startswith("tcp/")][:2]
     udp = [p for p, _ in container_ports.most_common() if p.startswith("udp/")][:1]
-    ports = (*tcp, *(udp or ["udp/53"]))
+    ports = (*tcp, *(udp or ["udp/53"]), "icmp/8")
     lab = make_lab(
         {
             f"{p['metadata']['namespace']}/{p['metadata']['name']}": (p["status"]["podIP"],)

@@ -881,12 +881,28 @@ def test_kernel_accepts_synthetic_clusters_and_reads_them_back(
     assert driver.delete_table() and driver.read_table() is None
 
 
+SMALL = (2, 8, 12, 1)  # namespaces, pods, policies, tiers
+TWO_TIERS = (3, 10, 16, 2)
+
+
 @pytest.mark.root
-@pytest.mark.parametrize("seed", [1, 3, 4, 5, 7])
+@pytest.mark.parametrize(
+    ("size", "seed"),
+    [
+        *((SMALL, seed) for seed in (1, 3, 4, 5, 7)),
+        *((TWO_TIERS, seed) for seed in (11, 12, 16)),
+    ],
+    ids=lambda value: "x".join(map(str, value)) if isinstance(value, tuple) else str(value),
+)
 def test_kernel_verdicts_equal_engine_verdicts_on_synthetic_clusters(
-    make_lab: LabFactory, seed: int
+    make_lab: LabFactory, size: tuple[int, int, int, int], seed: int
 ) -> None:
-    documents = generate_cluster(namespaces=2, pods=8, policies=12, tiers=1, seed=seed)
+    """Generated clusters (tiers, network sets, named ports, notNets, ranges, Kubernetes and
+    Calico policies): the real probe matrix equals the engine's, seed by seed."""
+    namespaces, pod_count, policies, tiers = size
+    documents = generate_cluster(
+        namespaces=namespaces, pods=pod_count, policies=policies, tiers=tiers, seed=seed
+    )
     pods = [d for d in documents if d["kind"] == "Pod"]
     for pod in pods:
         pod["spec"]["nodeName"] = NODE

@@ -1,0 +1,193 @@
+"""The store-backed allocator: the core's plans, read from and written to a ``Store``.
+
+Concurrency. The ``Store`` protocol has an atomic multi-key ``apply`` but no compare-and-swap,
+so a read-modify-write of a block document cannot be made conditional on the revision read.
+Two measures take its place:
+
+1. **A lock around every read-plan-write.** For a SQLite datastore (one file, so every
+   allocator is on this machine) it is an exclusive ``flock`` on ``<database>.ipam.lock``,
+   which serialises allocators in every process and thread (two allocator objects in one
+   process hold separate file descriptions, so they exclude each other too). This is the same
+   shape as Calico's per-host IPAM lock, widened to the whole datastore. With it, allocation
+   on SQLite is free of duplicates.
+2. **Optimistic checks on top.** Just before writing, each block about to be written is
+   read again and its revision compared with the one the plan was made from; after writing,
+   the allocation is read back. A mismatch drops the plan and starts again from a fresh read
+   (up to ``retries`` times).
+
+Limitation: for a datastore shared between machines (etcd) there is no cross-machine lock,
+and the re-read-before-write leaves a window of one round trip in which another node's write
+to the same block can be overwritten. Blocks are per-node (each node writes only blocks that
+have its affinity, so two nodes contend only when claiming the same free block) which keeps
+that window rare, not impossible; a Store operation with a revision precondition (etcd's
+``txn`` compare on ``mod_revision``) would close it and is the change to make in
+``palisade.datastore`` when multi-machine IPAM is needed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+
+from palisade.datastore import ResourceKey, Store, StoredResource
+
+from ._core import (
+    BLOCK_KIND,
+    NODE_KIND,
+    POOL_KIND,
+    Assignment,
+    Block,
+    ConcurrentUpdate,
+    Plan,
+    Pool,
+    find_handle,
+    plan_assign,
+    plan_release,
+)
+
+_THREAD_LOCKS: dict[str, threading.Lock] = {}
+_THREAD_LOCKS_GUARD = threading.Lock()
+
+
+def lock_path_for(datastore_url: str) -> str | None:
+    """The lock file of a SQLite datastore URL (beside the database); ``None`` otherwise."""
+    scheme, sep, rest = datastore_url.partition("://")
+    if not sep or scheme.lower() != "sqlite" or not rest.startswith("/"):
+        return None
+    return os.path.abspath(rest[1:]) + ".ipam.lock"
+
+
+def block_key(name: str) -> ResourceKey:
+    return ResourceKey(BLOCK_KIND, None, name)
+
+
+class StoreAllocator:
+    """Allocates workload addresses for one node from the IP pools in ``store``.
+
+    ``lock_path`` names the lock file shared by every allocator of this datastore (see
+    :func:`lock_path_for`); without one, only allocators in this process are serialised.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        node: str,
+        *,
+        lock_path: str | None = None,
+        retries: int = 20,
+    ) -> None:
+        self.store = store
+        self.node = node
+        self.lock_path = lock_path
+        self.retries = retries
+        lock_id = lock_path or f"store-{id(store)}"
+        with _THREAD_LOCKS_GUARD:
+            self._thread_lock = _THREAD_LOCKS.setdefault(lock_id, threading.Lock())
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._thread_lock:
+            if self.lock_path is None:
+                yield
+                return
+            descriptor = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(descriptor)  # closing releases the flock
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def _pools(self) -> list[Pool]:
+        return [Pool.from_document(r.value) for r in self.store.list(POOL_KIND)]
+
+    def _blocks(self) -> dict[str, StoredResource]:
+        return {r.key.name: r for r in self.store.list(BLOCK_KIND)}
+
+    def _node_labels(self) -> dict[str, str]:
+        stored = self.store.get(ResourceKey(NODE_KIND, None, self.node))
+        if stored is None:
+            return {}
+        labels = (stored.value.get("metadata") or {}).get("labels") or {}
+        return {str(k): str(v) for k, v in labels.items()}
+
+    def blocks(self) -> list[Block]:
+        """Every block in the datastore."""
+        return [Block.from_document(r.value) for r in self._blocks().values()]
+
+    def assignments(self, handle: str) -> list[Assignment]:
+        """The addresses ``handle`` holds."""
+        return find_handle(self.blocks(), handle)
+
+    def attributes(self, handle: str) -> dict[str, str] | None:
+        """What was recorded with ``handle`` when it was assigned, or ``None``."""
+        for block in self.blocks():
+            if handle in block.attributes:
+                return dict(block.attributes[handle])
+        return None
+
+    def node_handles(self) -> dict[str, dict[str, str]]:
+        """Handles holding addresses in this node's blocks, with their attributes."""
+        found: dict[str, dict[str, str]] = {}
+        for block in self.blocks():
+            for handle in block.handles():
+                attributes = dict(block.attributes.get(handle, {}))
+                if attributes.get("node", self.node) == self.node:
+                    found[handle] = attributes
+        return found
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def assign(
+        self, handle: str, attributes: Mapping[str, str] | None = None, version: int = 4
+    ) -> Assignment:
+        """One address of family ``version`` for ``handle``; raises ``PoolExhausted``."""
+        recorded = {"node": self.node, **(attributes or {})}
+
+        def plan(blocks: list[Block]) -> Plan:
+            return plan_assign(
+                blocks, self._pools(), self.node, self._node_labels(), handle, recorded, version
+            )
+
+        assignments = self._update(plan)
+        return assignments[0]
+
+    def release(self, handle: str) -> list[Assignment]:
+        """Free what ``handle`` holds; returns what was freed (empty: nothing; idempotent)."""
+        return self._update(lambda blocks: plan_release(blocks, handle))
+
+    def _update(self, make_plan: Callable[[list[Block]], Plan]) -> list[Assignment]:
+        with self._locked():
+            for _ in range(self.retries):
+                read = self._blocks()
+                plan = make_plan([Block.from_document(r.value) for r in read.values()])
+                if not plan.writes:
+                    return list(plan.assignments)
+                if not self._unchanged(read, plan.writes):
+                    continue
+                self.store.apply([(block_key(b.name), b.to_document()) for b in plan.writes])
+                if self._written(plan.writes):
+                    return list(plan.assignments)
+        raise ConcurrentUpdate(
+            f"IPAM blocks kept changing under node {self.node}'s allocator; "
+            f"gave up after {self.retries} attempts"
+        )
+
+    def _unchanged(self, read: dict[str, StoredResource], writes: tuple[Block, ...]) -> bool:
+        for block in writes:
+            before = read.get(block.name)
+            now = self.store.get(block_key(block.name))
+            if (before.revision if before else None) != (now.revision if now else None):
+                return False
+        return True
+
+    def _written(self, writes: tuple[Block, ...]) -> bool:
+        for block in writes:
+            now = self.store.get(block_key(block.name))
+            if now is None or Block.from_document(now.value).allocations != block.allocations:
+                return False
+        return True

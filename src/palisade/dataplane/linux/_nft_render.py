@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -54,7 +55,16 @@ MARK_PASS = 0x00030000
 _MARK_BY_ACTION = {Action.ALLOW: MARK_ALLOW, Action.DENY: MARK_DENY, Action.PASS: MARK_PASS}
 
 PORT_PROTOCOLS = (6, 17, 33, 132, 136)  # tcp, udp, dccp, sctp, udplite: ports at bytes 0-3
-_PROTOCOL_NUMBERS = {"tcp": 6, "udp": 17, "sctp": 132, "udplite": 136, "icmp": 1, "icmpv6": 58}
+_PROTOCOL_NUMBERS = {
+    "icmp": 1,
+    "tcp": 6,
+    "udp": 17,
+    "dccp": 33,
+    "icmpv6": 58,
+    "ipv6-icmp": 58,
+    "sctp": 132,
+    "udplite": 136,
+}
 
 
 # -- the object model ---------------------------------------------------------------------------
@@ -178,12 +188,15 @@ def _parse_named_port(
 
 
 def protocol_number(protocol: str | int) -> int:
+    """``tcp`` / ``"6"`` / 6 → 6."""
     if isinstance(protocol, int):
         return protocol
     text = protocol.strip().lower()
     if text.isdigit():
         return int(text)
-    return _PROTOCOL_NUMBERS[text]
+    if text in _PROTOCOL_NUMBERS:
+        return _PROTOCOL_NUMBERS[text]
+    return socket.getprotobyname(text)  # nft prints protocols by their /etc/protocols name
 
 
 def render_sets(set_id: str, intent: SetIntent) -> list[NftSet]:

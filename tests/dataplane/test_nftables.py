@@ -46,7 +46,7 @@ from palisade.dataplane.linux._nft_render import (
     ruleset_commands,
     set_name,
 )
-from palisade.dataplane.linux._nftables import NftablesDataplane, NftablesError
+from palisade.dataplane.linux._nftables import NftablesDataplane, NftablesError, parse_listing
 from palisade.policy import Action, Cluster, Flow, PolicyEngine
 from palisade.policy.synthetic import generate_cluster
 from tests.calc.dataplane import resource_key
@@ -311,6 +311,74 @@ def test_delta_touches_only_what_changed() -> None:
     first_delete = verbs.index(("delete", "chain"))
     assert all(i < first_delete for i, v in enumerate(verbs) if v == ("flush", "chain"))
     assert verbs.index(("delete", "element")) < verbs.index(("delete", "chain"))
+
+
+def test_parse_listing_normalises_what_nft_prints() -> None:
+    listing = {
+        "nftables": [
+            {"metainfo": {"json_schema_version": 1}},
+            {"table": {"family": "inet", "name": "palisade", "handle": 1}},
+            {
+                "set": {
+                    "family": "inet",
+                    "name": "s4",
+                    "table": "palisade",
+                    "type": "ipv4_addr",
+                    "flags": ["interval"],
+                    "elem": [
+                        {"prefix": {"addr": "10.0.0.0", "len": 24}},
+                        "10.1.0.5",
+                        {"range": ["10.2.0.0", "10.2.1.255"]},
+                        {"elem": {"val": "10.3.0.1", "counter": {"packets": 0, "bytes": 0}}},
+                    ],
+                }
+            },
+            {
+                "set": {
+                    "family": "inet",
+                    "name": "n4",
+                    "table": "palisade",
+                    "type": ["ipv4_addr", "inet_proto", "inet_service"],
+                    "elem": [{"concat": ["10.0.0.5", "tcp", 8080]}],
+                }
+            },
+            {
+                "map": {
+                    "family": "inet",
+                    "name": FROM_MAP,
+                    "table": "palisade",
+                    "type": "ifname",
+                    "map": "verdict",
+                    "elem": [["pal0", {"jump": {"target": "pal-fr-x"}}]],
+                }
+            },
+            {"chain": {"family": "inet", "table": "palisade", "name": "pal-fr-x"}},
+            {
+                "chain": {
+                    "family": "inet",
+                    "table": "palisade",
+                    "name": BASE_CHAIN,
+                    "hook": "forward",
+                }
+            },
+            {"rule": {"chain": "pal-fr-x", "comment": "a #1", "expr": [{"drop": None}]}},
+            {"rule": {"chain": "pal-fr-x", "expr": [{"accept": None}]}},  # someone else's
+            {"rule": {"chain": BASE_CHAIN, "comment": "b #2", "expr": [{"accept": None}]}},
+        ]
+    }
+    ruleset = parse_listing(listing)
+    assert ruleset.sets["s4"].elements == {
+        "10.0.0.0/24",
+        "10.1.0.5/32",
+        "10.2.0.0/23",
+        "10.3.0.1/32",
+    }
+    assert ruleset.sets["s4"].interval and not ruleset.sets["n4"].interval
+    assert ruleset.sets["n4"].elements == {"10.0.0.5 6 8080"}
+    assert ruleset.maps == {FROM_MAP: {"pal0": "pal-fr-x"}}
+    assert ruleset.chains["pal-fr-x"].signature == ("a #1", "")
+    assert ruleset.base is not None and ruleset.base.signature == ("b #2",)
+    assert BASE_CHAIN not in ruleset.chains
 
 
 # -- kernel -------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ neighbours, no bridge) to three or four pod namespaces, program the node through
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -387,6 +388,8 @@ NODE = "node-a"
 PORTS = ("tcp/8080", "tcp/5432", "udp/8080", "icmp/8")
 """What a probe tries on every ordered pair of pods: ``protocol/port``, or ``icmp/8`` for an
 echo request (ICMPv6 echo over IPv6)."""
+IP = shutil.which("ip") or "/usr/sbin/ip"
+NFT = shutil.which("nft") or "/usr/sbin/nft"
 HOST_GATEWAY = "169.254.1.1"
 HOST_GATEWAY6 = "fe80::1"
 
@@ -636,7 +639,7 @@ class Lab:
 
     def spawn(self, netns: str, script: str, *args: str) -> subprocess.Popen[str]:
         process = subprocess.Popen(
-            ["ip", "netns", "exec", netns, sys.executable, "-c", script, *args],
+            [IP, "netns", "exec", netns, sys.executable, "-c", script, *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -910,7 +913,7 @@ def test_restarted_driver_adopts_table_and_live_connection_survives(lab: Lab) ->
 
 def _handles(netns: str) -> list[tuple[str, int]]:
     listing = subprocess.run(
-        ["ip", "netns", "exec", netns, "nft", "-j", "-a", "list", "table", "inet", "palisade"],
+        [IP, "netns", "exec", netns, NFT, "-j", "-a", "list", "table", "inet", "palisade"],
         capture_output=True,
         text=True,
         check=True,

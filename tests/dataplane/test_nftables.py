@@ -1,9 +1,13 @@
 """The nftables dataplane: renderer unit tests, and kernel tests inside test-made namespaces.
 
-Kernel tests build a node namespace with routed veths (Calico style: a /32 per pod, static
-neighbours, no bridge) to three or four pod namespaces, program the node through
-:class:`NftablesDataplane` from the calc graph, and compare real TCP connection attempts with
-``PolicyEngine.evaluate``. Every nft command runs inside the test's own node namespace.
+Kernel tests (marked ``root``) build a node namespace with routed veths (Calico style: a /32
+and a /128 per pod, link-local gateways, static neighbours, no bridge) to pod namespaces,
+program the node through :class:`NftablesDataplane` from the calc graph, and compare real
+connection attempts — TCP connects, UDP echoes, ICMP/ICMPv6 echo requests, for every ordered
+pair of pods — with ``PolicyEngine.evaluate``: on a hand-written cluster (tiers, Pass, Deny,
+Log, named ports, notNets, ICMP), before and after a live change, and on generated clusters.
+Every nft command runs inside the test's own node namespace, and every process a test starts
+is killed in teardown, before the namespaces are deleted.
 """
 
 from __future__ import annotations

@@ -108,7 +108,8 @@ class StoreAllocator:
     def _blocks(self) -> dict[str, StoredResource]:
         return {r.key.name: r for r in self.store.list(BLOCK_KIND)}
 
-    def _node_labels(self) -> dict[str, str]:
+    def node_labels(self) -> dict[str, str]:
+        """The labels of this node's Node document (none if it has none)."""
         stored = self.store.get(ResourceKey(NODE_KIND, None, self.node))
         if stored is None:
             return {}
@@ -150,7 +151,7 @@ class StoreAllocator:
 
         def plan(blocks: list[Block]) -> Plan:
             return plan_assign(
-                blocks, self._pools(), self.node, self._node_labels(), handle, recorded, version
+                blocks, self._pools(), self.node, self.node_labels(), handle, recorded, version
             )
 
         assignments = self._update(plan)

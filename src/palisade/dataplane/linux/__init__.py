@@ -1,4 +1,5 @@
-"""The Linux netlink driver: links, addresses, routes, neighbours, VXLAN FDB and namespaces.
+"""The Linux dataplane: the netlink driver (links, addresses, routes, neighbours, VXLAN FDB,
+namespaces) and the nftables driver that enforces the calc graph's intents.
 
 Every netlink call Palisade makes lives in this package's private modules; callers see small
 frozen dataclasses (:class:`Link`, :class:`Address`, :class:`Route`, :class:`Neighbour`,
@@ -16,9 +17,14 @@ names (namespaces, links) start with :data:`PREFIX` and routes carry the protoco
 :data:`RTPROT_PALISADE`. :func:`sweep` and :func:`sweep_links` remove only objects whose
 name has the prefix; :func:`sweep_routes` only routes with Palisade's protocol.
 
-Left to others: deciding what to program (``palisade.calc``, the agent), packet filtering
-(nftables), address allocation (IPAM) and the CNI protocol. Nothing here keeps desired state or
-retries; a driver above it compares desired and actual state using :meth:`Netlink.links`,
+Packet filtering: :class:`NftablesDataplane` implements ``palisade.calc.DataplaneCallbacks``,
+renders the intents into one table of Palisade's own (``inet palisade``) and applies the
+smallest change as one atomic ``nft -j`` transaction; the chain layout is described in
+``_nft_render``.
+
+Left to others: deciding what to program (``palisade.calc``, the agent), address allocation
+(IPAM) and the CNI protocol. The netlink driver keeps no desired state and does not retry; a
+driver above it compares desired and actual state using :meth:`Netlink.links`,
 :meth:`Netlink.routes` and friends.
 """
 
@@ -46,6 +52,7 @@ from palisade.dataplane.linux._netns import (
     netns_exists,
     run_in_netns,
 )
+from palisade.dataplane.linux._nftables import NftablesDataplane, NftablesError, RuleCounter
 
 __all__ = [
     "PREFIX",
@@ -56,7 +63,10 @@ __all__ = [
     "Neighbour",
     "Netlink",
     "NetlinkError",
+    "NftablesDataplane",
+    "NftablesError",
     "Route",
+    "RuleCounter",
     "SweepResult",
     "create_netns",
     "delete_netns",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from palisade.datastore import ResourceKey
-from palisade.policy import BUILTIN_TIERS, Cluster
+from palisade.policy import BUILTIN_TIERS, POLICY_KINDS, Cluster
 from palisade.policy._types import (
     CompiledPolicy,
     CompiledProfile,
@@ -30,20 +30,7 @@ Lookup = Callable[[ResourceKey], Document | None]
 
 ENDPOINT_KINDS = frozenset({"Pod", "HostEndpoint"})
 NETWORK_SET_KINDS = frozenset({"NetworkSet", "GlobalNetworkSet"})
-POLICY_KINDS = frozenset(
-    {
-        "NetworkPolicy",
-        "GlobalNetworkPolicy",
-        "StagedNetworkPolicy",
-        "StagedGlobalNetworkPolicy",
-        "StagedKubernetesNetworkPolicy",
-        "AdminNetworkPolicy",
-        "BaselineAdminNetworkPolicy",
-        "ClusterNetworkPolicy",
-    }
-)
-"""Document kinds the engine compiles into policies (Kubernetes NetworkPolicy is kind
-``NetworkPolicy`` with a ``networking.k8s.io`` apiVersion)."""
+
 
 DEFAULT_SERVICE_ACCOUNT = "default"
 

@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from palisade.datastore import ResourceKey
+from palisade.policy import POLICY_KINDS
 
 from ._documents import (
     ENDPOINT_KINDS,
     NETWORK_SET_KINDS,
-    POLICY_KINDS,
     Document,
     builtin_tier,
     compile_policy,

@@ -12,7 +12,7 @@ strings, ClusterNetworkPolicy tiers); older forms are accepted on input.
 """
 
 from ._batch import Connectivity, FlowBatch, batch_verdicts, connectivity
-from ._cluster import BUILTIN_TIERS, Cluster
+from ._cluster import BUILTIN_TIERS, POLICY_KINDS, Cluster
 from ._evaluate import PROFILE_TIER, PolicyEngine, TierPolicies
 from ._matrix import Matrix, Probe, reachability_matrix
 from ._translate import TranslationError
@@ -35,6 +35,7 @@ from ._types import (
 
 __all__ = [
     "BUILTIN_TIERS",
+    "POLICY_KINDS",
     "PROFILE_TIER",
     "Action",
     "Cluster",

@@ -57,16 +57,20 @@ BUILTIN_TIERS = {
 
 DEFAULT_POD_CIDR = ipaddress.ip_network("10.244.0.0/16")
 
-_POLICY_KINDS = {
-    "NetworkPolicy",
-    "GlobalNetworkPolicy",
-    "StagedNetworkPolicy",
-    "StagedGlobalNetworkPolicy",
-    "StagedKubernetesNetworkPolicy",
-    "AdminNetworkPolicy",
-    "BaselineAdminNetworkPolicy",
-    "ClusterNetworkPolicy",
-}
+POLICY_KINDS = frozenset(
+    {
+        "NetworkPolicy",
+        "GlobalNetworkPolicy",
+        "StagedNetworkPolicy",
+        "StagedGlobalNetworkPolicy",
+        "StagedKubernetesNetworkPolicy",
+        "AdminNetworkPolicy",
+        "BaselineAdminNetworkPolicy",
+        "ClusterNetworkPolicy",
+    }
+)
+"""Document kinds the engine compiles into policies (Kubernetes NetworkPolicy is kind
+``NetworkPolicy`` with a ``networking.k8s.io`` apiVersion)."""
 _WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"}
 
 
@@ -372,7 +376,7 @@ class _Builder:
     # -- policies ---------------------------------------------------------------------------
 
     def _build_policies(self) -> None:
-        for doc in self._of_kind(*_POLICY_KINDS):
+        for doc in self._of_kind(*POLICY_KINDS):
             kind = str(doc.get("kind"))
             meta = _meta(doc)
             namespace = meta.get("namespace")

@@ -1,0 +1,127 @@
+"""The real wiring (store URL → calc graph → nftables) and the ``python -m palisade.agent``
+command."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from types import FrameType
+
+from palisade.calc import build_graph
+from palisade.dataplane.linux import NftablesDataplane
+from palisade.datastore import DatastoreError, Store, open_store
+
+from ._agent import Agent, AgentConfig
+
+log = logging.getLogger("palisade.agent")
+
+
+def run_agent(
+    node: str,
+    datastore_url: str,
+    netns: str | None = None,
+    stop: threading.Event | None = None,
+    *,
+    config: AgentConfig | None = None,
+) -> None:
+    """Enforce ``node``'s policy from the datastore at ``datastore_url`` until ``stop`` is set
+    (or, when called from the main thread, SIGTERM or SIGINT arrives).
+
+    nftables is programmed in ``netns`` (``None``: this process's own namespace); the agent
+    process itself stays where it is, so it reaches the datastore over this namespace's
+    network. The datastore is opened lazily and retried while it is unreachable. Raises
+    ``DatastoreError`` for a malformed URL.
+    """
+    stop = stop if stop is not None else threading.Event()
+    dataplane = NftablesDataplane(netns)
+    graph = build_graph(node, dataplane)
+
+    def opener() -> Store:
+        return open_store(datastore_url)
+
+    agent = Agent(opener, graph, dataplane, config)
+    log.info(
+        "agent for node %s: datastore %s, nftables in %s",
+        node,
+        datastore_url,
+        f"netns {netns}" if netns else "this namespace",
+    )
+    with _stop_on_signals(stop):
+        agent.run(stop)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM and SIGINT set ``stop`` while inside; only the main thread can take signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {signum: signal.signal(signum, handle) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _parser() -> argparse.ArgumentParser:
+    defaults = AgentConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m palisade.agent",
+        description="Palisade node agent: datastore → calc graph → nftables, until SIGTERM.",
+    )
+    parser.add_argument("--node", required=True, help="this node's name (Pod spec.nodeName)")
+    parser.add_argument(
+        "--datastore",
+        required=True,
+        metavar="URL",
+        help="sqlite:///path.db, sqlite:////abs/path.db or etcd://host:port[/prefix]",
+    )
+    parser.add_argument("--netns", default=None, help="program nftables in this network namespace")
+    parser.add_argument(
+        "--resync-interval",
+        type=float,
+        default=defaults.resync_interval,
+        metavar="SECONDS",
+        help="how often to re-read the kernel's table and repair drift (default %(default)s)",
+    )
+    parser.add_argument(
+        "--apply-interval-ms",
+        type=float,
+        default=defaults.apply_interval * 1000,
+        metavar="MS",
+        help="apply the dataplane at most once per this many ms (default %(default)s)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="default %(default)s",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m palisade.agent``; returns the exit status (0 after a clean stop)."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = AgentConfig(
+            apply_interval=args.apply_interval_ms / 1000, resync_interval=args.resync_interval
+        )
+        run_agent(args.node, args.datastore, args.netns, config=config)
+    except (DatastoreError, ValueError) as exc:
+        log.error("%s", exc)
+        return 2
+    return 0

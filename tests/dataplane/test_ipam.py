@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import json
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -155,6 +159,47 @@ def test_two_allocators_on_one_sqlite_file_never_collide(tmp_path: Path) -> None
     for block in blocks:
         owners = {handle.rsplit("-", 1)[0] for handle in block.allocations.values()}
         assert owners == {block.affinity.removeprefix("host:")} if block.affinity else set()
+
+
+@pytest.mark.parametrize(
+    ("nodes", "locked"),
+    [
+        (("node-a", "node-a", "node-b", "node-c"), True),
+        # No shared lock, as for nodes on different machines: the block claims alone must
+        # keep two nodes out of one block.
+        (("node-a", "node-b", "node-c", "node-d", "node-e"), False),
+    ],
+)
+def test_allocator_processes_on_one_sqlite_file_never_collide(
+    tmp_path: Path, nodes: tuple[str, ...], locked: bool
+) -> None:
+    url = f"sqlite:///{tmp_path / 'processes.db'}"
+    with open_store(url) as setup:
+        setup.put(ResourceKey("IPPool", None, "p"), pool_doc("p", "10.81.0.0/22", blockSize=29))
+    lock = f"lock_path_for({url!r})" if locked else "None"
+    script = textwrap.dedent(f"""
+        import json, sys
+        from palisade.datastore import open_store
+        from palisade.dataplane.ipam import StoreAllocator, lock_path_for
+        node, worker = sys.argv[1], sys.argv[2]
+        with open_store({url!r}) as store:
+            ipam = StoreAllocator(store, node, lock_path={lock})
+            print(json.dumps([str(ipam.assign(f"{{worker}}-{{i}}").ip) for i in range(40)]))
+        """)
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, node, f"{node}-w{n}"], stdout=subprocess.PIPE, text=True
+        )
+        for n, node in enumerate(nodes)
+    ]
+    outputs = [worker.communicate(timeout=120)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0] * len(nodes)
+    every = [ip for output in outputs for ip in json.loads(output)]
+    assert len(every) == len(set(every)) == 40 * len(nodes)
+    with open_store(url) as check:
+        for block in StoreAllocator(check, "x").blocks():
+            owners = {handle.split("-w")[0] for handle in block.allocations.values()}
+            assert owners <= {str(block.affinity).removeprefix("host:")}
 
 
 def test_same_node_allocators_share_blocks(db: tuple[str, SqliteStore]) -> None:

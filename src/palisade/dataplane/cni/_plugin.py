@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 from palisade.calc import workload_interface_name
 from palisade.dataplane.ipam import (
+    HandleInUse,
     IpamError,
     PoolExhausted,
     StoreAllocator,
@@ -327,6 +328,8 @@ def _dispatch(command: str, text: str, environ: Mapping[str, str]) -> dict[str, 
 def _as_cni_error(command: str, exc: Exception) -> CniError:
     if isinstance(exc, CniError):
         return exc
+    if isinstance(exc, HandleInUse):  # a concurrent duplicate ADD got there first
+        return CniError(ErrorCode.ALREADY_ATTACHED, "already attached", str(exc))
     if isinstance(exc, PoolExhausted):
         return CniError(ErrorCode.ADDRESS_EXHAUSTED, "no free address", str(exc))
     if isinstance(exc, DatastoreUnavailable):

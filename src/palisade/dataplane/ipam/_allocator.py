@@ -2,31 +2,38 @@
 
 Concurrency. The ``Store`` protocol has an atomic multi-key ``apply`` but no compare-and-swap,
 so a read-modify-write of a block document cannot be made conditional on the revision read.
-Two measures take its place:
+Three measures take its place:
 
-1. **A lock around every read-plan-write.** For a SQLite datastore (one file, so every
-   allocator is on this machine) it is an exclusive ``flock`` on ``<database>.ipam.lock``,
-   which serialises allocators in every process and thread (two allocator objects in one
-   process hold separate file descriptions, so they exclude each other too). This is the same
-   shape as Calico's per-host IPAM lock, widened to the whole datastore. With it, allocation
-   on SQLite is free of duplicates.
-2. **Optimistic checks on top.** Just before writing, each block about to be written is
+1. **A lock around every read-plan-write.** It is an exclusive ``flock`` on a lock file
+   (:func:`lock_path_for`): for a SQLite datastore ``<database>.ipam.lock`` beside the file
+   (every allocator of that datastore is on this machine, so this serialises all of them);
+   for any other datastore the host-wide ``/run/palisade/ipam.lock``, as Calico's CNI plugin
+   holds its per-host IPAM lock. Allocators in one process hold separate file descriptions,
+   so they exclude each other too. A node only ever writes addresses into blocks with its own
+   affinity, so with the host lock no two writers touch one block's allocations.
+2. **Block claims that need no compare-and-swap.** What nodes on different machines can
+   contend for is a free block. Before writing a new block, a node puts a claim document
+   (``IPAMBlockClaim``, one per block and node) and lists the block's claims: the claim with
+   the lowest store revision wins, the others delete theirs and pick another block. Revisions
+   are strictly increasing and reads see every earlier commit, so at most one claimant wins
+   (ZooKeeper's sequential-node recipe). A node that dies between claim and block write
+   leaves that block unusable (leaked, as a crashed Calico node's affinity is).
+3. **Optimistic checks on top.** Just before writing, each block about to be written is
    read again and its revision compared with the one the plan was made from; after writing,
    the allocation is read back. A mismatch drops the plan and starts again from a fresh read
    (up to ``retries`` times).
 
-Limitation: for a datastore shared between machines (etcd) there is no cross-machine lock,
-and the re-read-before-write leaves a window of one round trip in which another node's write
-to the same block can be overwritten. Blocks are per-node (each node writes only blocks that
-have its affinity, so two nodes contend only when claiming the same free block) which keeps
-that window rare, not impossible; a Store operation with a revision precondition (etcd's
-``txn`` compare on ``mod_revision``) would close it and is the change to make in
-``palisade.datastore`` when multi-machine IPAM is needed.
+Limitation: correctness across machines rests on every writer of a node's blocks running on
+that node (so the host lock covers them). A release for a handle in another node's block
+(not something CNI does) is only protected by the optimistic check, which leaves a window of
+one round trip. A Store write with a revision precondition (etcd's ``txn`` compare on
+``mod_revision``) would close it and would replace measures 1 and 2 for blocks.
 """
 
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -35,6 +42,7 @@ from contextlib import contextmanager
 from palisade.datastore import ResourceKey, Store, StoredResource
 
 from ._core import (
+    BLOCK_API_VERSION,
     BLOCK_KIND,
     NODE_KIND,
     POOL_KIND,
@@ -44,6 +52,7 @@ from ._core import (
     Plan,
     Pool,
     find_handle,
+    node_affinity,
     plan_assign,
     plan_release,
 )
@@ -52,12 +61,22 @@ _THREAD_LOCKS: dict[str, threading.Lock] = {}
 _THREAD_LOCKS_GUARD = threading.Lock()
 
 
+HOST_LOCK_PATH = "/run/palisade/ipam.lock"
+CLAIM_KIND = "IPAMBlockClaim"
+
+
 def lock_path_for(datastore_url: str) -> str | None:
-    """The lock file of a SQLite datastore URL (beside the database); ``None`` otherwise."""
+    """The IPAM lock file for a datastore URL.
+
+    SQLite file: beside the database; in-memory SQLite: ``None`` (one process, a thread lock
+    is enough); anything else: the host-wide :data:`HOST_LOCK_PATH`.
+    """
     scheme, sep, rest = datastore_url.partition("://")
-    if not sep or scheme.lower() != "sqlite" or not rest.startswith("/"):
-        return None
-    return os.path.abspath(rest[1:]) + ".ipam.lock"
+    if sep and scheme.lower() == "sqlite":
+        if not rest.startswith("/"):
+            return None
+        return os.path.abspath(rest[1:]) + ".ipam.lock"
+    return HOST_LOCK_PATH
 
 
 def block_key(name: str) -> ResourceKey:
@@ -93,6 +112,7 @@ class StoreAllocator:
             if self.lock_path is None:
                 yield
                 return
+            os.makedirs(os.path.dirname(self.lock_path) or ".", exist_ok=True)
             descriptor = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX)
@@ -165,10 +185,14 @@ class StoreAllocator:
         with self._locked():
             for _ in range(self.retries):
                 read = self._blocks()
-                plan = make_plan([Block.from_document(r.value) for r in read.values()])
+                blocks = [Block.from_document(r.value) for r in read.values()]
+                plan = make_plan(blocks + self._foreign_claims(read))
                 if not plan.writes:
                     return list(plan.assignments)
                 if not self._unchanged(read, plan.writes):
+                    continue
+                new = [b for b in plan.writes if b.name not in read]
+                if not all(self._claim(block) for block in new):
                     continue
                 self.store.apply([(block_key(b.name), b.to_document()) for b in plan.writes])
                 if self._written(plan.writes):
@@ -177,6 +201,38 @@ class StoreAllocator:
             f"IPAM blocks kept changing under node {self.node}'s allocator; "
             f"gave up after {self.retries} attempts"
         )
+
+    def _foreign_claims(self, read: dict[str, StoredResource]) -> list[Block]:
+        """Blocks other nodes have claimed but not written yet, as empty blocks of theirs."""
+        found: list[Block] = []
+        for claim in self.store.list(CLAIM_KIND):
+            spec = claim.value.get("spec") or {}
+            if spec.get("node") == self.node or spec.get("block") in read:
+                continue
+            cidr = ipaddress.ip_network(str(spec.get("cidr")))
+            found.append(Block(cidr, "", node_affinity(str(spec.get("node")))))
+        return found
+
+    def _claim(self, block: Block) -> bool:
+        """Claim a block no document exists for yet; ``True`` if this node won it."""
+        key = ResourceKey(CLAIM_KIND, None, f"{block.name}.{self.node}")
+        document = {
+            "apiVersion": BLOCK_API_VERSION,
+            "kind": CLAIM_KIND,
+            "metadata": {"name": key.name},
+            "spec": {"block": block.name, "cidr": str(block.cidr), "node": self.node},
+        }
+        self.store.put(key, document)
+        claims = [
+            c
+            for c in self.store.list(CLAIM_KIND)
+            if (c.value.get("spec") or {}).get("block") == block.name
+        ]
+        winner = min(claims, key=lambda c: (c.revision, c.key.name), default=None)
+        if winner is not None and winner.key == key:
+            return True
+        self.store.delete(key)
+        return False
 
     def _unchanged(self, read: dict[str, StoredResource], writes: tuple[Block, ...]) -> bool:
         for block in writes:

@@ -35,6 +35,10 @@ class PoolExhausted(IpamError):
     """No eligible pool has a free address for this node."""
 
 
+class HandleInUse(IpamError):
+    """The handle already holds an address of the family asked for (a duplicate request)."""
+
+
 class ConcurrentUpdate(IpamError):
     """Another allocator changed a block between our read and our write; read and try again."""
 
@@ -232,11 +236,11 @@ def plan_assign(
     Order: the lowest free address of a block this node already has affinity to; otherwise
     the first unclaimed block of the first eligible pool (by name), claimed for this node.
     Blocks of other nodes are not borrowed. Raises :class:`PoolExhausted` when neither
-    exists, and :class:`IpamError` if ``handle`` already holds an address of this family.
+    exists, and :class:`HandleInUse` if ``handle`` already holds an address of this family.
     """
     existing = list(blocks)
     if any(a.ip.version == version for a in find_handle(existing, handle)):
-        raise IpamError(f"handle {handle} already holds an IPv{version} address")
+        raise HandleInUse(f"handle {handle} already holds an IPv{version} address")
     candidates = eligible_pools(pools, node_labels, version)
     if not candidates:
         raise PoolExhausted(f"no enabled IPv{version} IP pool for workloads selects node {node}")

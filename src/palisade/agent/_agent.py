@@ -467,7 +467,9 @@ class Agent:
             self._counters.dataplane_resyncs += 1
             self._changed.notify_all()
         if repaired:
-            log.warning("dataplane resync repaired drift: %d commands", repaired)
+            log.warning("dataplane resynced: drift repaired with %d commands", repaired)
+        else:
+            log.debug("dataplane resynced: no drift")
 
     # -- datastore plumbing ---------------------------------------------------------------
 

@@ -1,12 +1,14 @@
 """The ``palisade-cni`` executable, run for real against namespaces the test creates.
 
-The plugin runs inside a test-made "node" namespace (``ip netns exec NODE palisade-cni``) so the
-root namespace is never touched; pods are further test-made namespaces, passed as
-``CNI_NETNS=/var/run/netns/NAME``. The datastore is a SQLite file in ``tmp_path``.
+Tests marked ``root`` run the plugin inside a test-made "node" namespace
+(``ip netns exec NODE palisade-cni``) so the root namespace is never touched; pods are further
+test-made namespaces, passed as ``CNI_NETNS=/var/run/netns/NAME``. The datastore is a SQLite
+file in ``tmp_path``. The rest drive the protocol in process and need no root.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -20,6 +22,8 @@ from typing import Any
 import pytest
 
 from palisade.calc import workload_interface_name
+from palisade.dataplane.cni import SUPPORTED_VERSIONS, CniError, ErrorCode, run
+from palisade.dataplane.cni._protocol import parse_config
 from palisade.dataplane.ipam import StoreAllocator
 from palisade.dataplane.linux import (
     RTPROT_PALISADE,
@@ -30,8 +34,6 @@ from palisade.dataplane.linux import (
 )
 from palisade.datastore import ResourceKey, open_store
 from tests.dataplane.conftest import Namespaces
-
-pytestmark = pytest.mark.root
 
 PLUGIN = Path(sys.executable).parent / "palisade-cni"
 IP = shutil.which("ip") or "/usr/sbin/ip"
@@ -192,6 +194,7 @@ def tcp_exchange(server_netns: str, server_ip: str, client_netns: str) -> str:
 # -- the normal life of two pods -----------------------------------------------------------------
 
 
+@pytest.mark.root
 def test_add_check_connect_and_delete_two_pods(cni: Cni, netns: Namespaces) -> None:
     empty = snapshot(cni, netns.a, netns.b)
     first = cni("ADD", "cont-a", netns.a, "pod-a")
@@ -267,6 +270,7 @@ def test_add_check_connect_and_delete_two_pods(cni: Cni, netns: Namespaces) -> N
     assert cni("DEL", "cont-c", netns.a, "pod-c").code == 0
 
 
+@pytest.mark.root
 def test_existing_pod_document_is_updated_and_restored(cni: Cni, netns: Namespaces) -> None:
     document = {
         "apiVersion": "v1",
@@ -289,6 +293,7 @@ def test_existing_pod_document_is_updated_and_restored(cni: Cni, netns: Namespac
     assert restored == {**document, "status": {}}
 
 
+@pytest.mark.root
 def test_del_after_the_pod_namespace_is_gone(cni: Cni, netns: Namespaces) -> None:
     assert cni("ADD", "cont-a", netns.a, "pod-a").code == 0
     gone = netns.new("gone")
@@ -304,6 +309,7 @@ def test_del_after_the_pod_namespace_is_gone(cni: Cni, netns: Namespaces) -> Non
 # -- VERSION -------------------------------------------------------------------------------------
 
 
+@pytest.mark.root
 def test_version(cni: Cni) -> None:
     reported = cni("VERSION")
     assert reported.code == 0
@@ -314,6 +320,7 @@ def test_version(cni: Cni) -> None:
     assert cni("VERSION", stdin="").code == 0
 
 
+@pytest.mark.root
 def test_old_version_result_carries_ip_version(cni: Cni, netns: Namespaces) -> None:
     cni.config["cniVersion"] = "0.4.0"
     added = cni("ADD", "cont-a", netns.a, "pod-a")
@@ -325,6 +332,7 @@ def test_old_version_result_carries_ip_version(cni: Cni, netns: Namespaces) -> N
 # -- errors leave nothing behind -----------------------------------------------------------------
 
 
+@pytest.mark.root
 @pytest.mark.parametrize(
     ("case", "code"),
     [
@@ -398,6 +406,7 @@ def test_failed_add_is_a_spec_error_and_leaves_nothing(
     assert cni("CHECK", "cont-a", netns.a, "pod-a").code == 0  # the live pod is untouched
 
 
+@pytest.mark.root
 def test_status_and_gc(cni: Cni, netns: Namespaces) -> None:
     cni.config["cniVersion"] = "1.1.0"
     assert cni("STATUS").code == 0
@@ -415,3 +424,89 @@ def test_status_and_gc(cni: Cni, netns: Namespaces) -> None:
     assert (not_ready.code, not_ready.output["code"]) == (1, 50)
     cni.config["cniVersion"] = "1.0.0"
     assert cni("STATUS").output["code"] == 1  # STATUS is a 1.1 command
+
+
+# -- the protocol, in process (no root) ----------------------------------------------------------
+
+
+def run_plugin(environ: dict[str, str], stdin: str) -> tuple[int, Any]:
+    out = io.StringIO()
+    code = run(stdin, environ, out)
+    return code, json.loads(out.getvalue()) if out.getvalue().strip() else None
+
+
+CONFIG = json.dumps(
+    {"cniVersion": "1.0.0", "name": "n", "type": "palisade-cni", "datastore": "sqlite://:memory:"}
+)
+
+
+@pytest.mark.parametrize(
+    ("environ", "stdin", "code", "message"),
+    [
+        ({"CNI_COMMAND": "VERSION"}, "", 0, None),
+        ({}, CONFIG, 4, "CNI_COMMAND is not set"),
+        ({"CNI_COMMAND": "add"}, CONFIG, 4, "unknown CNI_COMMAND 'add'"),
+        ({"CNI_COMMAND": "ADD"}, "[]", 6, "not a JSON object"),
+        ({"CNI_COMMAND": "ADD"}, CONFIG, 4, "CNI_CONTAINERID is not set"),
+        (
+            {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c", "CNI_IFNAME": "eth0"},
+            CONFIG,
+            4,
+            "CNI_NETNS is not set",
+        ),
+        (
+            {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c", "CNI_IFNAME": "a-very-long-ifname"},
+            CONFIG,
+            4,
+            "no interface name",
+        ),
+        (
+            {
+                "CNI_COMMAND": "DEL",
+                "CNI_CONTAINERID": "c",
+                "CNI_IFNAME": "eth0",
+                "CNI_ARGS": "novalue",
+            },
+            CONFIG,
+            4,
+            "malformed pair",
+        ),
+        ({"CNI_COMMAND": "GC"}, CONFIG, 1, "GC needs cniVersion 1.1.0"),
+        ({"CNI_COMMAND": "CHECK"}, CONFIG.replace("1.0.0", "0.3.1"), 1, "CHECK needs"),
+        ({"CNI_COMMAND": "STATUS"}, CONFIG.replace("1.0.0", "1.1.0"), 1, "no enabled IPv4"),
+    ],
+)
+def test_protocol_errors(
+    environ: dict[str, str], stdin: str, code: int, message: str | None
+) -> None:
+    status, output = run_plugin(environ, stdin)
+    if code == 0:
+        assert status == 0 and "supportedVersions" in output
+        return
+    assert status == 1
+    assert output["code"] == (50 if environ.get("CNI_COMMAND") == "STATUS" else code)
+    assert message is not None and message in output["msg"]
+    assert output["cniVersion"] in SUPPORTED_VERSIONS
+
+
+def test_del_of_unknown_container_succeeds_in_process(tmp_path: Path) -> None:
+    config = json.loads(CONFIG) | {"datastore": f"sqlite:///{tmp_path / 's.db'}"}
+    environ = {"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "gone", "CNI_IFNAME": "eth0"}
+    assert run_plugin(environ, json.dumps(config)) == (0, None)
+
+
+def test_parse_config_defaults_and_checks() -> None:
+    conf = parse_config(CONFIG, "host-1")
+    assert (conf.nodename, conf.mtu, conf.prev_result) == ("host-1", 1500, None)
+    for bad, code in [
+        ({"mtu": "big"}, ErrorCode.INVALID_CONFIG),
+        ({"mtu": True}, ErrorCode.INVALID_CONFIG),
+        ({"nodename": ""}, ErrorCode.INVALID_CONFIG),
+        ({"datastore": 3}, ErrorCode.INVALID_CONFIG),
+        ({"ipam": {"type": "host-local"}}, ErrorCode.UNSUPPORTED_FIELD),
+        ({"cniVersion": "0.2.0"}, ErrorCode.INCOMPATIBLE_VERSION),
+    ]:
+        with pytest.raises(CniError) as raised:
+            parse_config(json.dumps(json.loads(CONFIG) | bad), "host-1")
+        assert raised.value.code == code, bad
+    assert parse_config(json.dumps(json.loads(CONFIG) | {"ipam": {"type": "palisade-ipam"}}), "h")

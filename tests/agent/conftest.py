@@ -1,8 +1,9 @@
 """Fixtures for the agent tests: a real etcd, and the dataplane tests' kernel test bed.
 
-The kernel fixtures (``netns``: this test's own namespaces, always deleted; ``make_lab``: a
-node namespace routing to pod namespaces, its processes always killed) are the ones
-``tests/dataplane`` defines, registered here as well.
+``netns`` (this test's own namespaces, always deleted) is the fixture ``tests/dataplane``
+defines, registered here as well; ``test_kernel`` imports that directory's ``make_lab``
+itself, since importing its test module here would evaluate ``pytest.mark.root`` before
+``pytest_configure`` below has registered the marker.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import pytest
 
 from tests.dataplane.conftest import netns  # noqa: F401  (fixture)
-from tests.dataplane.test_nftables import make_lab  # noqa: F401  (fixture)
 from tests.etcd_server import etcd_server  # noqa: F401  (fixture)
 
 

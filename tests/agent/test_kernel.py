@@ -22,6 +22,7 @@ import pytest
 from palisade.agent import AgentConfig, run_agent
 from palisade.datastore import Store, open_store
 from tests.calc.dataplane import resource_key
+from tests.dataplane import test_nftables
 from tests.dataplane.test_nftables import NFT, Lab, LabFactory
 from tests.etcd_server import EtcdServer
 
@@ -52,6 +53,10 @@ def _documents() -> list[dict[str, Any]]:
 
 
 BASE = _documents()
+
+# The dataplane tests' test bed, under a name of its own here: a node namespace routing to pod
+# namespaces; its processes are killed and the namespaces deleted after the test.
+kernel_lab = test_nftables.make_lab
 DB_FROM_WEB: dict[str, Any] = {
     "apiVersion": "networking.k8s.io/v1",
     "kind": "NetworkPolicy",
@@ -101,9 +106,9 @@ def _table_exists(netns: str) -> bool:
 
 @pytest.mark.root
 def test_agent_process_follows_policy_changes_and_stops_on_sigterm(
-    make_lab: LabFactory, tmp_path: Path
+    kernel_lab: LabFactory, tmp_path: Path
 ) -> None:
-    lab = make_lab(PODS, PORTS)
+    lab = kernel_lab(PODS, PORTS)
     lab.start_listeners()
     url = f"sqlite:///{tmp_path / 'store.db'}"
     store = open_store(url)
@@ -138,10 +143,10 @@ def test_agent_process_follows_policy_changes_and_stops_on_sigterm(
 @pytest.mark.root
 @pytest.mark.etcd
 def test_enforcement_survives_an_etcd_outage_and_resumes_after_it(
-    make_lab: LabFactory, etcd_server: EtcdServer, caplog: pytest.LogCaptureFixture
+    kernel_lab: LabFactory, etcd_server: EtcdServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="palisade.agent")
-    lab = make_lab(PODS, PORTS)
+    lab = kernel_lab(PODS, PORTS)
     lab.start_listeners()
     url = etcd_server.store_url()
     with open_store(url) as store:

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from ipaddress import ip_address, ip_network
 from pathlib import Path
@@ -304,6 +305,25 @@ def test_del_after_the_pod_namespace_is_gone(cni: Cni, netns: Namespaces) -> Non
     state = snapshot(cni)
     assert state[cni.node]["links"] == ["lo"]
     assert state["allocations"] == {} and state["pods"] == []
+
+
+@pytest.mark.root
+def test_parallel_adds_get_distinct_addresses(cni: Cni, netns: Namespaces) -> None:
+    # Runtimes run ADDs for different pods at the same time.
+    empty = snapshot(cni)
+    pods = [(f"cont-{i}", netns.new(f"p{i}"), f"pod-{i}") for i in range(5)]
+    with ThreadPoolExecutor(max_workers=len(pods)) as pool_:
+        outcomes = list(pool_.map(lambda p: cni("ADD", *p), pods))
+    assert [o.code for o in outcomes] == [0] * len(pods), outcomes
+    addresses = [o.output["ips"][0]["address"] for o in outcomes]
+    assert len(set(addresses)) == len(pods)
+    assert sorted(cni.allocations().values()) == sorted(f"{c}.eth0" for c, _, _ in pods)
+    for container, pod_netns, pod in pods:
+        assert cni("CHECK", container, pod_netns, pod).code == 0
+    with ThreadPoolExecutor(max_workers=len(pods)) as pool_:
+        deleted = list(pool_.map(lambda p: cni("DEL", *p), pods))
+    assert [d.code for d in deleted] == [0] * len(pods)
+    assert snapshot(cni) == empty
 
 
 # -- VERSION -------------------------------------------------------------------------------------

@@ -430,6 +430,26 @@ def test_a_failed_apply_is_retried(
     assert run.wait(lambda s: s.dataplane_failures == 0).phase is Phase.WATCHING
 
 
+def test_status_listener_hears_every_change_once(sqlite_store: SqliteStore) -> None:
+    _put(sqlite_store, *BASE)
+    seen: list[AgentStatus] = []
+    dataplane = Dataplane()
+    agent = Agent(
+        sqlite_store, build_graph(NODE, dataplane), dataplane, FAST, on_status=seen.append
+    )
+    run = Running(agent, dataplane)
+    try:
+        run.wait(lambda s: s.phase is Phase.WATCHING)
+        _put(sqlite_store, _policy("db-ingress", "app == 'db'"))
+        run.wait(lambda s: s.applies == 2)
+    finally:
+        run.stop()
+    phases = [status.phase for status in seen]
+    assert phases[-1] is Phase.STOPPED and Phase.WATCHING in phases
+    assert all(earlier != later for earlier, later in itertools.pairwise(seen))
+    assert seen[-1].as_json()["phase"] == "stopped" and seen[-1].as_json()["applies"] == 2
+
+
 def test_stop_is_prompt(sqlite_store: SqliteStore, start: Callable[..., Running]) -> None:
     run = start(sqlite_store, AgentConfig(watch_timeout=5.0))
     run.wait(lambda s: s.phase is Phase.WATCHING)

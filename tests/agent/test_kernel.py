@@ -8,12 +8,14 @@ and stops its agent and every process before the namespaces go.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from palisade.agent import AgentConfig, run_agent
 from palisade.datastore import Store, open_store
 from tests.calc.dataplane import resource_key
 from tests.dataplane import test_nftables
-from tests.dataplane.test_nftables import NFT, Lab, LabFactory
+from tests.dataplane.test_nftables import CLIENT, NFT, Lab, LabFactory, _handles
 from tests.etcd_server import EtcdServer
 
 NODE = "node-a"  # the test bed's pods run on this node
@@ -104,40 +106,127 @@ def _table_exists(netns: str) -> bool:
     return listed.returncode == 0
 
 
-@pytest.mark.root
-def test_agent_process_follows_policy_changes_and_stops_on_sigterm(
-    kernel_lab: LabFactory, tmp_path: Path
-) -> None:
-    lab = kernel_lab(PODS, PORTS)
-    lab.start_listeners()
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    store = open_store(url)
-    log_path = tmp_path / "agent.log"
-    agent: subprocess.Popen[bytes] | None = None
-    try:
-        _put(store, *BASE, DB_FROM_WEB)
+class AgentProcesses:
+    """``python -m palisade.agent`` processes, each logging to a file and reporting its status
+    to a status file; the fixture kills whatever is still running after the test."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.started: list[subprocess.Popen[bytes]] = []
+        self.status_path = directory / "agent-status.json"
+
+    def start(self, url: str, netns: str) -> subprocess.Popen[bytes]:
+        log_path = self.directory / f"agent-{len(self.started)}.log"
         with log_path.open("wb") as log:
-            agent = subprocess.Popen(
+            process = subprocess.Popen(
                 [
                     *(sys.executable, "-m", "palisade.agent", "--node", NODE),
-                    *("--datastore", url, "--netns", lab.node, "--log-level", "DEBUG"),
+                    *("--datastore", url, "--netns", netns, "--log-level", "DEBUG"),
+                    *("--status-file", str(self.status_path)),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+        self.started.append(process)
+        return process
+
+    def log(self, process: subprocess.Popen[bytes]) -> str:
+        index = self.started.index(process)
+        return (self.directory / f"agent-{index}.log").read_text(errors="replace")
+
+    def wait_enforcing(self, process: subprocess.Popen[bytes]) -> dict[str, Any]:
+        """The status file once ``process`` reports the store's state programmed (bounded)."""
+        deadline = time.monotonic() + CONVERGE
+        while True:
+            try:
+                status = json.loads(self.status_path.read_text())
+            except (OSError, ValueError):
+                status = {}
+            if status.get("pid") == process.pid and status.get("phase") == "watching":
+                assert status["programmed"] and status["node"] == NODE, status
+                return dict(status)
+            assert process.poll() is None, self.log(process)
+            assert time.monotonic() < deadline, f"agent not enforcing: {status}"
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def agent_processes(tmp_path: Path) -> Iterator[AgentProcesses]:
+    processes = AgentProcesses(tmp_path)
+    try:
+        yield processes
+    finally:
+        for process in processes.started:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=10)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+@pytest.mark.root
+def test_agent_process_follows_policy_changes_and_stops_on_sigterm(
+    kernel_lab: LabFactory, agent_processes: AgentProcesses, sqlite_url: str
+) -> None:
+    lab = kernel_lab(PODS, PORTS)
+    lab.start_listeners()
+    with open_store(sqlite_url) as store:
+        _put(store, *BASE, DB_FROM_WEB)
+        agent = agent_processes.start(sqlite_url, lab.node)
         _converge(lab, [*BASE, DB_FROM_WEB])
         _put(store, NO_TOOL_TO_WEB)
         store.delete(resource_key(DB_FROM_WEB))
         _converge(lab, [*BASE, NO_TOOL_TO_WEB])
-        agent.send_signal(signal.SIGTERM)
-        assert agent.wait(timeout=10) == 0, log_path.read_text()
-        assert _table_exists(lab.node)  # left in place for the next agent to adopt
-        assert "received SIGTERM" in log_path.read_text()
-    finally:
-        store.close()
-        if agent is not None and agent.poll() is None:
-            agent.kill()
-            agent.wait()
+    agent.send_signal(signal.SIGTERM)
+    assert agent.wait(timeout=10) == 0, agent_processes.log(agent)
+    assert _table_exists(lab.node)  # left in place for the next agent to adopt
+    assert "received SIGTERM" in agent_processes.log(agent)
+    assert json.loads(agent_processes.status_path.read_text())["phase"] == "stopped"
+
+
+@pytest.mark.root
+def test_a_killed_agent_is_replaced_without_a_rule_disappearing(
+    kernel_lab: LabFactory, agent_processes: AgentProcesses, sqlite_url: str
+) -> None:
+    """Kill -9 the agent under a live TCP connection and start another: the table stays as it
+    is throughout (the new agent adopts it, re-creating nothing), the connection keeps
+    flowing, and the new agent enforces later changes."""
+    lab = kernel_lab(PODS, PORTS)
+    lab.start_listeners()
+    with open_store(sqlite_url) as store:
+        _put(store, *BASE, NO_TOOL_TO_WEB)
+    first = agent_processes.start(sqlite_url, lab.node)
+    agent_processes.wait_enforcing(first)
+    tool_netns, _ = lab.pods["ops/tool"]
+    client = lab.spawn(tool_netns, CLIENT, PODS["prod/db"][0], "8080")
+    assert client.stdin is not None and client.stdout is not None
+
+    def echo(text: str) -> str:
+        assert client.stdin is not None and client.stdout is not None
+        client.stdin.write(text + "\n")
+        client.stdin.flush()
+        return client.stdout.readline().strip()
+
+    assert client.stdout.readline().strip() == "connected"
+    assert echo("one") == "one"
+    handles = _handles(lab.node)
+    first.kill()
+    first.wait(timeout=10)
+    assert _handles(lab.node) == handles and echo("two") == "two"
+    second = agent_processes.start(sqlite_url, lab.node)
+    status = agent_processes.wait_enforcing(second)
+    assert status["applies"] >= 1 and status["syncs"] == 1
+    assert _handles(lab.node) == handles  # its first apply changed nothing
+    assert echo("three") == "three"
+    # the new agent follows changes: new connections from tool to db are now denied, the
+    # established one keeps flowing through the fast path
+    with open_store(sqlite_url) as store:
+        _put(store, DB_FROM_WEB)
+    _converge(lab, [*BASE, NO_TOOL_TO_WEB, DB_FROM_WEB])
+    assert echo("four") == "four"
 
 
 @pytest.mark.root

@@ -123,6 +123,21 @@ class AgentStatus:
     dataplane_failures: int
     last_error: str | None
 
+    def as_json(self) -> dict[str, Any]:
+        """The status as a JSON-ready mapping (``phase`` by its value)."""
+        return {
+            "phase": self.phase.value,
+            "revision": self.revision,
+            "resources": self.resources,
+            "programmed": self.programmed,
+            "syncs": self.syncs,
+            "applies": self.applies,
+            "dataplane_resyncs": self.dataplane_resyncs,
+            "datastore_failures": self.datastore_failures,
+            "dataplane_failures": self.dataplane_failures,
+            "last_error": self.last_error,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class _WatchEnded:
@@ -205,6 +220,8 @@ class Agent:
     :func:`palisade.agent.run_agent` for the real wiring). ``store`` is a :class:`Store` the
     caller owns, or a function that opens one; with a function the agent opens the store
     itself, retries while it cannot, reopens it after a failure and closes it at the end.
+    ``on_status`` is called from the loop's thread whenever the status has changed (at most
+    once per turn of the loop, and once more when it stops).
     """
 
     def __init__(
@@ -213,6 +230,8 @@ class Agent:
         graph: Graph,
         dataplane: Dataplane,
         config: AgentConfig | None = None,
+        *,
+        on_status: Callable[[AgentStatus], None] | None = None,
     ) -> None:
         if isinstance(store, Store):
             self._store: Store | None = store
@@ -232,6 +251,8 @@ class Agent:
         self._phase = Phase.STARTING
         self._revision: int | None = None
         self._counters = _Counters()
+        self._on_status = on_status
+        self._reported: AgentStatus | None = None
         # Loop state; only the run() thread touches it.
         self._need_sync = True
         self._sync_at = 0.0
@@ -289,6 +310,7 @@ class Agent:
         try:
             while not self._stop.is_set() and not (stop is not None and stop.is_set()):
                 self._step()
+                self._report()
         finally:
             watcher, self._watcher = self._watcher, None
             if watcher is not None:
@@ -300,7 +322,20 @@ class Agent:
                 # watcher, a daemon, then ends on its own within watch_timeout, queuing nothing.
                 watcher.stop(wait=_STOP_POLL)
             self._set_phase(Phase.STOPPED)
+            self._report()
             log.info("agent stopped at revision %s", self._revision)
+
+    def _report(self) -> None:
+        if self._on_status is None:
+            return
+        status = self.status
+        if status == self._reported:
+            return
+        self._reported = status
+        try:
+            self._on_status(status)
+        except Exception:
+            log.exception("status listener failed")
 
     # -- the loop -------------------------------------------------------------------------
 

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
+import os
 import signal
 import threading
+import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from types import FrameType
 
 from palisade.calc import build_graph
 from palisade.dataplane.linux import NftablesDataplane
 from palisade.datastore import DatastoreError, Store, open_store
 
-from ._agent import Agent, AgentConfig
+from ._agent import Agent, AgentConfig, AgentStatus
 
 log = logging.getLogger("palisade.agent")
 
@@ -27,6 +31,7 @@ def run_agent(
     stop: threading.Event | None = None,
     *,
     config: AgentConfig | None = None,
+    status_file: str | os.PathLike[str] | None = None,
 ) -> None:
     """Enforce ``node``'s policy from the datastore at ``datastore_url`` until ``stop`` is set
     (or, when called from the main thread, SIGTERM or SIGINT arrives).
@@ -35,6 +40,11 @@ def run_agent(
     process itself stays where it is, so it reaches the datastore over this namespace's
     network. The datastore is opened lazily and retried while it is unreachable. Raises
     ``DatastoreError`` for a malformed URL.
+
+    ``status_file``: keep a JSON file there with the node, the process id, the time and
+    :meth:`AgentStatus.as_json` (replaced atomically on every change), for whoever supervises
+    agents — ``"programmed": true`` and ``"phase": "watching"`` mean the node enforces the
+    store's state at ``"revision"``.
     """
     stop = stop if stop is not None else threading.Event()
     dataplane = NftablesDataplane(netns)
@@ -43,7 +53,8 @@ def run_agent(
     def opener() -> Store:
         return open_store(datastore_url)
 
-    agent = Agent(opener, graph, dataplane, config)
+    on_status = None if status_file is None else _StatusFile(Path(status_file), node).write
+    agent = Agent(opener, graph, dataplane, config, on_status=on_status)
     log.info(
         "agent for node %s: datastore %s, nftables in %s",
         node,
@@ -52,6 +63,29 @@ def run_agent(
     )
     with _stop_on_signals(stop):
         agent.run(stop)
+
+
+class _StatusFile:
+    """The agent's status as JSON in a file, replaced atomically (readers never see half)."""
+
+    def __init__(self, path: Path, node: str) -> None:
+        self.path = path
+        self.node = node
+        self._failed = False
+
+    def write(self, status: AgentStatus) -> None:
+        document = {"node": self.node, "pid": os.getpid(), "updated": time.time()}
+        document.update(status.as_json())
+        partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            partial.write_text(json.dumps(document, indent=2) + "\n")
+            os.replace(partial, self.path)
+        except OSError as exc:
+            if not self._failed:  # once: a full disk must not flood the log
+                log.warning("cannot write the status file %s: %s", self.path, exc)
+            self._failed = True
+        else:
+            self._failed = False
 
 
 @contextlib.contextmanager
@@ -102,6 +136,12 @@ def _parser() -> argparse.ArgumentParser:
         help="apply the dataplane at most once per this many ms (default %(default)s)",
     )
     parser.add_argument(
+        "--status-file",
+        default=None,
+        metavar="PATH",
+        help="keep the agent's status there as JSON (phase, revision, programmed, errors)",
+    )
+    parser.add_argument(
         "--log-level",
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -120,7 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = AgentConfig(
             apply_interval=args.apply_interval_ms / 1000, resync_interval=args.resync_interval
         )
-        run_agent(args.node, args.datastore, args.netns, config=config)
+        run_agent(
+            args.node, args.datastore, args.netns, config=config, status_file=args.status_file
+        )
     except (DatastoreError, ValueError) as exc:
         log.error("%s", exc)
         return 2

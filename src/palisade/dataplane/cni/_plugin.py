@@ -305,7 +305,7 @@ def _dispatch(command: str, text: str, environ: Mapping[str, str]) -> dict[str, 
     try:
         store = open_store(conf.datastore)
     except DatastoreUnavailable:
-        raise
+        raise  # unreachable, not misconfigured: "try again later" (see _as_cni_error)
     except DatastoreError as exc:
         raise CniError(ErrorCode.INVALID_CONFIG, f"datastore: {exc}") from None
     with store:

@@ -406,11 +406,11 @@ def test_nothing_is_programmed_before_the_first_successful_list(
         return FlakyStore(sqlite_store)  # closing it would close the fixture's; harmless
 
     run = start(opener)
-    status = run.wait(lambda s: s.datastore_failures >= 3)
+    status = run.wait(lambda s: s.datastore_failures >= 4)
     assert status.phase is Phase.UNAVAILABLE and not status.programmed
     assert run.dataplane.programmed is None and run.dataplane.resyncs == 0
-    # backoff grows between attempts
-    assert attempts[2] - attempts[1] > (attempts[1] - attempts[0]) * 1.2
+    # backoff doubles between attempts (0.05 s, 0.1 s, 0.2 s, with jitter)
+    assert attempts[3] - attempts[2] > (attempts[1] - attempts[0]) * 2
     reachable.set()
     run.wait(lambda s: s.programmed and s.phase is Phase.WATCHING)
     assert run.dataplane.programmed_endpoints() == {"wep:prod/web", "wep:prod/db"}

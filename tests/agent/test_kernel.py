@@ -30,7 +30,11 @@ from tests.etcd_server import EtcdServer
 
 NODE = "node-a"  # the test bed's pods run on this node
 PORTS = ("tcp/8080",)
-PODS = {"prod/web": ("10.65.0.1",), "prod/db": ("10.65.0.2",), "ops/tool": ("10.65.0.3",)}
+PODS: dict[str, tuple[str, ...]] = {
+    "prod/web": ("10.65.0.1",),
+    "prod/db": ("10.65.0.2",),
+    "ops/tool": ("10.65.0.3",),
+}
 LABELS = {"prod/web": {"app": "web"}, "prod/db": {"app": "db"}, "ops/tool": {"app": "tool"}}
 CONVERGE = 20.0  # seconds the kernel may take to match the store (usually one probe round)
 

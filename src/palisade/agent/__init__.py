@@ -18,7 +18,7 @@ left (the nftables driver adopts it on its first apply). Stopping leaves the dat
 
 The loop is I/O-free apart from its three collaborators, which are injected: a ``Store`` (or a
 function opening one), a :class:`Graph` (``palisade.calc.CalcGraph``) and a
-:class:`Dataplane` (``apply``/``resync``; the graph's callbacks go to the same object), so it
+:class:`DataplaneDriver` (``apply``/``resync``; the graph's callbacks go to the same object), so it
 is tested with SQLite and a recording dataplane. :func:`run_agent` wires the real ones — an
 ``open_store(url)``, ``build_graph(node, …)`` and ``NftablesDataplane(netns)`` — and stops on
 its ``stop`` event, SIGTERM or SIGINT; ``python -m palisade.agent --node N --datastore URL
@@ -31,7 +31,15 @@ storage (``palisade.datastore``); routes, VXLAN and tunnel peers are not program
 calc graph does not produce them), and neither is flow export.
 """
 
-from ._agent import Agent, AgentConfig, AgentStatus, Dataplane, Graph, Phase, StoreSource
+from ._agent import (
+    Agent,
+    AgentConfig,
+    AgentStatus,
+    DataplaneDriver,
+    Graph,
+    Phase,
+    StoreSource,
+)
 from ._mirror import ResourceMirror, Update
 from ._run import main, run_agent
 
@@ -39,7 +47,7 @@ __all__ = [
     "Agent",
     "AgentConfig",
     "AgentStatus",
-    "Dataplane",
+    "DataplaneDriver",
     "Graph",
     "Phase",
     "ResourceMirror",

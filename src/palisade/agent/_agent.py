@@ -49,7 +49,7 @@ class Graph(Protocol):
     def flush(self) -> int: ...
 
 
-class Dataplane(Protocol):
+class DataplaneDriver(Protocol):
     """What the agent needs of a dataplane driver beyond ``DataplaneCallbacks`` (which the
     graph calls): programming what the callbacks recorded, and repairing drift."""
 
@@ -228,7 +228,7 @@ class Agent:
         self,
         store: StoreSource,
         graph: Graph,
-        dataplane: Dataplane,
+        dataplane: DataplaneDriver,
         config: AgentConfig | None = None,
         *,
         on_status: Callable[[AgentStatus], None] | None = None,
@@ -418,7 +418,7 @@ class Agent:
         updates = self._mirror.on_listing(listing)
         for update in updates:
             self._feed(update)
-        recovered = self._counters.datastore_failures > 0
+        failed_attempts = self._counters.datastore_failures
         with self._changed:
             self._revision = revision
             self._counters.syncs += 1
@@ -426,9 +426,10 @@ class Agent:
             self._changed.notify_all()
         self._need_sync = False
         log.log(
-            logging.INFO if previous is None or recovered else logging.WARNING,
-            "synced with the datastore at revision %d: %d resources, %d changed",
+            logging.WARNING if self._phase is Phase.RESYNCING else logging.INFO,
+            "synced with the datastore at revision %d%s: %d resources, %d changed",
             revision,
+            f" after {failed_attempts} failed attempts" if failed_attempts else "",
             len(listing),
             len(updates),
         )
@@ -533,12 +534,10 @@ class Agent:
         self._need_sync = True
         if self._open is not None:
             self._close_store()  # reopened on the next attempt: a fresh connection
-        if failures == 1:
-            level = logging.WARNING
-            if error is not None and not isinstance(error, DatastoreError | OSError):
-                log.error("datastore watch failed unexpectedly", exc_info=error)
-        else:
-            level = logging.DEBUG
+        if error is not None and not isinstance(error, DatastoreError | OSError):
+            log.error("datastore watch failed unexpectedly", exc_info=error)
+        # Loud when the outage starts, then a reminder every tenth attempt.
+        level = logging.WARNING if failures == 1 or failures % 10 == 0 else logging.DEBUG
         state = "keeping the programmed state" if self._programmed else "nothing programmed yet"
         log.log(
             level,

@@ -10,16 +10,18 @@ what the graph holds (:class:`ResourceMirror`), so resources that vanished meanw
 deletions and unchanged ones cost nothing.
 
 When the datastore is unreachable the agent changes nothing: the last programmed state stays
-in the kernel (and keeps being resynced), the outage is logged once, and the agent retries with
-capped exponential backoff; when the store answers again it relists and catches up. The
+in the kernel (and keeps being resynced), the outage is logged when it starts (then every tenth
+attempt), and the agent retries with capped exponential backoff (a function that opens the
+store is called again each time); when the store answers again it relists and catches up. The
 dataplane is never flushed because the datastore went away, nor programmed at all before the
 first successful list — so an agent restarted during an outage leaves the table a previous run
 left (the nftables driver adopts it on its first apply). Stopping leaves the dataplane as it is.
 
-The loop is I/O-free apart from its three collaborators, which are injected: a ``Store`` (or a
+The loop does no I/O of its own; its three collaborators are injected: a ``Store`` (or a
 function opening one), a :class:`Graph` (``palisade.calc.CalcGraph``) and a
-:class:`DataplaneDriver` (``apply``/``resync``; the graph's callbacks go to the same object), so it
-is tested with SQLite and a recording dataplane. :func:`run_agent` wires the real ones — an
+:class:`DataplaneDriver` (``apply``/``resync``; the graph's callbacks go to the same object),
+so it is tested with SQLite and a recording dataplane. One thread runs the loop and alone
+touches graph and dataplane; a watcher thread follows the store and queues its events. :func:`run_agent` wires the real ones — an
 ``open_store(url)``, ``build_graph(node, …)`` and ``NftablesDataplane(netns)`` — and stops on
 its ``stop`` event, SIGTERM or SIGINT; ``python -m palisade.agent --node N --datastore URL
 [--netns NS] [--status-file PATH]`` runs it as a process (exit status 0 after a clean stop, 2

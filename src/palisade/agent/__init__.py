@@ -21,9 +21,10 @@ The loop does no I/O of its own; its three collaborators are injected: a ``Store
 function opening one), a :class:`Graph` (``palisade.calc.CalcGraph``) and a
 :class:`DataplaneDriver` (``apply``/``resync``; the graph's callbacks go to the same object),
 so it is tested with SQLite and a recording dataplane. One thread runs the loop and alone
-touches graph and dataplane; a watcher thread follows the store and queues its events. :func:`run_agent` wires the real ones — an
-``open_store(url)``, ``build_graph(node, …)`` and ``NftablesDataplane(netns)`` — and stops on
-its ``stop`` event, SIGTERM or SIGINT; ``python -m palisade.agent --node N --datastore URL
+touches graph and dataplane; a watcher thread follows the store and queues its events.
+
+:func:`run_agent` wires the real ones — an ``open_store(url)``, ``build_graph(node, …)`` and
+``NftablesDataplane(netns)`` — and stops on its ``stop`` event, SIGTERM or SIGINT; ``python -m palisade.agent --node N --datastore URL
 [--netns NS] [--status-file PATH]`` runs it as a process (exit status 0 after a clean stop, 2
 for a bad URL). :class:`AgentStatus` says where an agent is (phase, revision, programmed,
 failures); the status file holds it as JSON for whoever supervises the agents.

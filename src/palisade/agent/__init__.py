@@ -24,10 +24,11 @@ so it is tested with SQLite and a recording dataplane. One thread runs the loop 
 touches graph and dataplane; a watcher thread follows the store and queues its events.
 
 :func:`run_agent` wires the real ones — an ``open_store(url)``, ``build_graph(node, …)`` and
-``NftablesDataplane(netns)`` — and stops on its ``stop`` event, SIGTERM or SIGINT; ``python -m palisade.agent --node N --datastore URL
-[--netns NS] [--status-file PATH]`` runs it as a process (exit status 0 after a clean stop, 2
-for a bad URL). :class:`AgentStatus` says where an agent is (phase, revision, programmed,
-failures); the status file holds it as JSON for whoever supervises the agents.
+``NftablesDataplane(netns)`` — and stops on its ``stop`` event, SIGTERM or SIGINT;
+``python -m palisade.agent --node N --datastore URL [--netns NS] [--status-file PATH]`` runs it
+as a process (exit status 0 after a clean stop, 2 for a bad URL). :class:`AgentStatus` says
+where an agent is (phase, revision, programmed, failures); the status file holds it as JSON
+for whoever supervises the agents.
 
 Left to others: what to program (``palisade.calc``), how (``palisade.dataplane.linux``),
 storage (``palisade.datastore``); routes, VXLAN and tunnel peers are not programmed yet (the

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from palisade.agent import ResourceMirror, Update
 from palisade.datastore import ResourceKey, StoredResource, WatchEvent
 
@@ -51,3 +54,52 @@ def test_events_older_than_a_listing_are_replays() -> None:
     assert mirror.on_event(WatchEvent("DELETE", B, None, 11)) is None
     assert mirror.on_event(_put(B, 12)) is None
     assert mirror.on_event(_put(B, 13)) == Update(B, _doc("b", 13))
+
+
+Operation = tuple[str, int]  # ("put" | "delete" | "relist" | "replay", key index or start)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["put", "delete", "relist", "replay"]), st.integers(0, 3)),
+        max_size=40,
+    )
+)
+def test_graph_always_converges_to_the_store(operations: list[Operation]) -> None:
+    """Whatever mix of writes, relists and (re)played watches, from any revision the graph has
+    seen or earlier: once the graph has the latest listing or the whole history after what it
+    saw, it holds exactly what the store holds."""
+    keys = [ResourceKey("Pod", "prod", name) for name in "abcd"]
+    store: dict[ResourceKey, StoredResource] = {}
+    history: list[WatchEvent] = []
+    graph: dict[ResourceKey, dict[str, Any] | None] = {}
+    mirror = ResourceMirror()
+    seen = 0  # the revision the graph has caught up to
+
+    def feed(update: Update | None) -> None:
+        if update is not None:
+            graph[update.key] = update.document
+
+    for action, index in operations:
+        revision = len(history) + 1
+        if action == "put":
+            key = keys[index]
+            store[key] = _stored(key, revision)
+            history.append(_put(key, revision))
+        elif action == "delete" and keys[index] in store:
+            del store[keys[index]]
+            history.append(WatchEvent("DELETE", keys[index], None, revision))
+        elif action == "relist":
+            for update in mirror.on_listing(sorted(store.values(), key=lambda s: s.key)):
+                feed(update)
+            seen = len(history)
+        elif action == "replay":
+            start = max(0, seen - index)  # a renewed watch may start before what it saw
+            for event in history[start:]:
+                feed(mirror.on_event(event))
+            seen = len(history)
+        if seen == len(history):
+            assert {k: v for k, v in graph.items() if v is not None} == {
+                key: stored.value for key, stored in store.items()
+            }

@@ -244,3 +244,9 @@ def test_apply_get_delete_against_etcd(tmp_path: Path, etcd_server: EtcdServer) 
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["get", "gnp", "-o", "json", "--datastore", store])
     assert json.loads(result.output)["items"] == []
+
+
+def test_errors_with_brackets_are_printed_verbatim() -> None:
+    result = runner.invoke(app, ["get", "gnp", "--datastore", "bogus://[/x]"])
+    assert result.exit_code == 1
+    assert "bogus://[/x]" in result.output

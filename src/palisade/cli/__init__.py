@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from . import _policy, _resources
+from ._agent import agent
 from ._demo import demo
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ app.command()(_resources.apply)
 app.command()(_resources.get)
 app.command()(_resources.delete)
 app.command()(demo)
+app.command()(agent)
 app.add_typer(_policy.app, name="policy")
 
 

@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from palisade.model import load_paths
 from palisade.policy import Cluster, PolicyEngine, Probe, protocol_number
@@ -26,7 +27,7 @@ DEFAULT_DATASTORE = "sqlite:///palisade.db"
 
 
 def fail(message: str, code: int = EXIT_INVALID) -> NoReturn:
-    err_console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    err_console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -14,6 +14,7 @@ from operator import itemgetter
 from palisade.selector import Selector
 
 from ._cluster import Cluster
+from ._translate import NAMESPACE_LABEL
 from ._types import (
     Action,
     CompiledPolicy,
@@ -206,14 +207,31 @@ class PolicyEngine:
                 ranks[id(policy)] = (t, position, policy)
         return ranks
 
+    @cached_property
+    def _policies_by_scope(
+        self,
+    ) -> tuple[list[CompiledPolicy], dict[str, list[CompiledPolicy]]]:
+        """Cluster-wide policies, and namespaced ones by namespace: a namespaced policy's
+        effective selector requires its namespace (spec 4.4), so only endpoints of that
+        namespace need to be tested against it."""
+        cluster_wide: list[CompiledPolicy] = []
+        by_namespace: dict[str, list[CompiledPolicy]] = {}
+        for policy in self._normal_policies:
+            if policy.kind.namespaced and policy.namespace is not None:
+                by_namespace.setdefault(policy.namespace, []).append(policy)
+            else:
+                cluster_wide.append(policy)
+        return cluster_wide, by_namespace
+
     def _selected_by(self, labels: tuple[tuple[str, str], ...]) -> frozenset[int]:
         """Ids of the policies whose selector matches these effective labels."""
         cached = self._selected.get(labels)
         if cached is None:
             label_map = dict(labels)
-            cached = frozenset(
-                id(p) for p in self._normal_policies if p.selector.matcher(label_map)
-            )
+            cluster_wide, by_namespace = self._policies_by_scope
+            namespace = label_map.get(NAMESPACE_LABEL)
+            candidates = [*cluster_wide, *by_namespace.get(namespace or "", ())]
+            cached = frozenset(id(p) for p in candidates if p.selector.matcher(label_map))
             self._selected[labels] = cached
         return cached
 

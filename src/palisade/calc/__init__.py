@@ -11,7 +11,11 @@ rule and one :class:`NamedPortSetIntent` per (selector, named port) or Service, 
 rule that uses it; a :class:`PolicyIntent` / :class:`ProfileIntent` per policy or profile that
 applies to at least one endpoint of this node, whose rules name sets by id; and an
 :class:`EndpointIntent` per local endpoint with its ordered ingress and egress tiers
-(:class:`TierChain`), then its profiles. Routes and tunnel peers are not produced yet.
+(:class:`TierChain`), then its profiles. For the VXLAN overlay (``_route_resolver``, whose
+docstring describes the Node document): a :class:`TunnelIntent` for this node's VXLAN device,
+a :class:`TunnelPeerIntent` per remote node and a :class:`RouteIntent` per remote IPAM block
+of a ``vxlanMode: Always``/``CrossSubnet`` pool, reported to an optional
+:class:`RouteCallbacks` (``build_graph(node, callbacks, routes)``).
 
 Design note — the invariants:
 
@@ -63,14 +67,38 @@ from ._intents import (
     PolicyIntent,
     PortsIntent,
     ProfileIntent,
+    RouteCallbacks,
+    RouteIntent,
     RuleIntent,
     SetIntent,
     TierChain,
+    TunnelIntent,
+    TunnelPeerIntent,
+)
+from ._route_resolver import (
+    IPAM_BLOCK_KIND,
+    IPPOOL_KIND,
+    NODE_KIND,
+    TUNNEL_ADDRESS_ANNOTATION,
+    UNDERLAY_ANNOTATION,
+    VXLAN_DEVICE,
+    VXLAN_MAC_ANNOTATION,
+    VXLAN_VNI,
+    NodeInfo,
+    parse_node,
 )
 from ._sequencer import EventSequencer
 
 __all__ = [
+    "IPAM_BLOCK_KIND",
+    "IPPOOL_KIND",
     "KUBERNETES_NETWORK_POLICY_KIND",
+    "NODE_KIND",
+    "TUNNEL_ADDRESS_ANNOTATION",
+    "UNDERLAY_ANNOTATION",
+    "VXLAN_DEVICE",
+    "VXLAN_MAC_ANNOTATION",
+    "VXLAN_VNI",
     "CalcGraph",
     "CompiledEndpoint",
     "DataplaneCallbacks",
@@ -81,12 +109,18 @@ __all__ = [
     "ICMPIntent",
     "IPSetIntent",
     "NamedPortSetIntent",
+    "NodeInfo",
     "PolicyIntent",
     "PortsIntent",
     "ProfileIntent",
+    "RouteCallbacks",
+    "RouteIntent",
     "RuleIntent",
     "SetIntent",
     "TierChain",
+    "TunnelIntent",
+    "TunnelPeerIntent",
     "build_graph",
+    "parse_node",
     "workload_interface_name",
 ]

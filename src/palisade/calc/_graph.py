@@ -18,11 +18,12 @@
       ├─ policies, Tier ─────────────────────────┼──────────────► PolicyResolver
       │                                          └─ active policies ─┘
       │                     IP-set, policy, profile intents │   │ endpoint intents
-      │                                                     ▼   ▼
-      │                                               EventSequencer
+      ├─ Node, IPPool, IPAMBlock ──► RouteResolver ─ tunnel, peers, routes ─┐
+      │                                                     ▼   ▼           │
+      │                                               EventSequencer ◄──────┘
       │                                                     │ CalcGraph.flush()
       ▼                                                     ▼
-                                                   DataplaneCallbacks
+                                     DataplaneCallbacks (+ RouteCallbacks, optional)
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ from ._documents import (
     compile_tier,
 )
 from ._endpoint_calculator import DEPENDENCY_KINDS, EndpointCalculator
-from ._intents import DataplaneCallbacks
+from ._intents import DataplaneCallbacks, RouteCallbacks
 from ._local_endpoints import LocalEndpointCalculator
 from ._policy_resolver import PolicyResolver
+from ._route_resolver import ROUTE_KINDS, VXLAN_DEVICE, VXLAN_VNI, RouteResolver
 from ._rule_scanner import RuleScanner
 from ._sequencer import EventSequencer
 
@@ -73,6 +75,7 @@ class CalcGraph:
         local_endpoints: LocalEndpointCalculator,
         rule_scanner: RuleScanner,
         sequencer: EventSequencer,
+        route_resolver: RouteResolver | None = None,
     ) -> None:
         self._documents = documents
         self._endpoints = endpoints
@@ -80,6 +83,7 @@ class CalcGraph:
         self._local_endpoints = local_endpoints
         self._rule_scanner = rule_scanner
         self._sequencer = sequencer
+        self._route_resolver = route_resolver
 
     def on_update(self, key: ResourceKey, document: Document | None) -> None:
         """A resource now has ``document`` (None: it is gone). Adds and modifications are the
@@ -111,6 +115,8 @@ class CalcGraph:
                 except (ValueError, TypeError, KeyError):
                     service = None
             self._rule_scanner.on_service_update(key, service)
+        elif kind in ROUTE_KINDS and self._route_resolver is not None:
+            self._route_resolver.on_update(kind, key.name, document)
 
     def flush(self) -> int:
         """Tell the dataplane what changed since the last flush; returns the callback count.
@@ -121,6 +127,8 @@ class CalcGraph:
         self._resolver.flush()
         self._local_endpoints.flush()
         self._rule_scanner.flush()
+        if self._route_resolver is not None:
+            self._route_resolver.flush()
         return self._sequencer.flush()
 
     @property
@@ -132,9 +140,34 @@ class CalcGraph:
         )
 
 
-def build_graph(node_name: str, callbacks: DataplaneCallbacks) -> CalcGraph:
-    """The calculation graph of one node, reporting to ``callbacks``."""
-    sequencer = EventSequencer(callbacks)
+def build_graph(
+    node_name: str,
+    callbacks: DataplaneCallbacks,
+    routes: RouteCallbacks | None = None,
+    *,
+    vxlan_device: str = VXLAN_DEVICE,
+    vxlan_vni: int = VXLAN_VNI,
+) -> CalcGraph:
+    """The calculation graph of one node, reporting to ``callbacks``.
+
+    The overlay (VXLAN device ``vxlan_device`` with ``vxlan_vni``, tunnel peers, routes per
+    remote block) is reported to ``routes``, or to ``callbacks`` itself when that also
+    implements :class:`RouteCallbacks`; with neither, Node, IPPool and IPAMBlock documents are
+    ignored, as they were before the overlay existed.
+    """
+    if routes is None and isinstance(callbacks, RouteCallbacks):
+        routes = callbacks
+    sequencer = EventSequencer(callbacks, routes)
+    route_resolver = None
+    if routes is not None:
+        route_resolver = RouteResolver(
+            node_name,
+            sequencer.on_tunnel_update,
+            sequencer.on_tunnel_peer_update,
+            sequencer.on_route_update,
+            device=vxlan_device,
+            vni=vxlan_vni,
+        )
     rule_scanner = RuleScanner(
         sequencer.on_ipset_update, sequencer.on_policy_update, sequencer.on_profile_update
     )
@@ -150,4 +183,6 @@ def build_graph(node_name: str, callbacks: DataplaneCallbacks) -> CalcGraph:
     )
     documents: dict[ResourceKey, Any] = {}
     endpoints = EndpointCalculator(documents, [rule_scanner, local_endpoints])
-    return CalcGraph(documents, endpoints, resolver, local_endpoints, rule_scanner, sequencer)
+    return CalcGraph(
+        documents, endpoints, resolver, local_endpoints, rule_scanner, sequencer, route_resolver
+    )

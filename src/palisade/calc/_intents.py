@@ -7,7 +7,8 @@ profiles), so a dataplane can program each object once and share it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from ipaddress import IPv4Address, IPv4Network
+from typing import Protocol, runtime_checkable
 
 from palisade.policy import Action
 
@@ -138,6 +139,42 @@ class EndpointIntent:
     deny_all: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class TunnelIntent:
+    """This node's VXLAN device: send from ``local_underlay_ip``; own ``tunnel_ip`` (a /32).
+
+    ``mac`` is the MAC the node's document announces for the device (``None``: none yet — the
+    device keeps the kernel's and the agent should publish it, so peers can reach it).
+    """
+
+    device: str
+    vni: int
+    local_underlay_ip: IPv4Address
+    tunnel_ip: IPv4Address
+    mac: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelPeerIntent:
+    """A remote node's VTEP: frames for ``mac`` go to ``underlay_ip``; ``tunnel_ip`` is at
+    ``mac`` (a permanent neighbour entry on the local VXLAN device)."""
+
+    node: str
+    underlay_ip: IPv4Address
+    tunnel_ip: IPv4Address
+    mac: str
+
+
+@dataclass(frozen=True, slots=True)
+class RouteIntent:
+    """A remote IPAM block: ``dst_cidr`` via the remote VTEP ``via_tunnel_ip`` on ``device``
+    (``onlink``: the VTEP address has no covering subnet route)."""
+
+    dst_cidr: IPv4Network
+    via_tunnel_ip: IPv4Address
+    device: str
+
+
 class DataplaneCallbacks(Protocol):
     """The dataplane side of the contract; ``None`` means remove."""
 
@@ -148,3 +185,19 @@ class DataplaneCallbacks(Protocol):
     def on_profile_update(self, profile_id: str, profile: ProfileIntent | None) -> None: ...
 
     def on_endpoint_update(self, endpoint_id: str, endpoint: EndpointIntent | None) -> None: ...
+
+
+@runtime_checkable
+class RouteCallbacks(Protocol):
+    """The overlay side of the contract (tunnel device, peers, routes); ``None`` means remove.
+
+    Ids: the tunnel its device name, a peer its node name, a route its destination CIDR.
+    Optional: a dataplane that implements only :class:`DataplaneCallbacks` never hears of
+    routes (see ``build_graph``).
+    """
+
+    def on_tunnel_update(self, device: str, tunnel: TunnelIntent | None) -> None: ...
+
+    def on_tunnel_peer_update(self, node: str, peer: TunnelPeerIntent | None) -> None: ...
+
+    def on_route_update(self, dst_cidr: str, route: RouteIntent | None) -> None: ...

@@ -5,15 +5,29 @@ sequencer keeps only the latest value per object and, on :meth:`EventSequencer.f
 just what differs from the previous flush, in an order in which nothing is ever referred to
 before it exists or removed while still referred to:
 
-    updates:  IP sets → policies → profiles → endpoints
-    removals: endpoints → profiles → policies → IP sets
+    updates:  IP sets → policies → profiles → endpoints → tunnel → tunnel peers → routes
+    removals: routes → tunnel peers → tunnel → endpoints → profiles → policies → IP sets
+
+The overlay (tunnel, peers, routes) goes to an optional :class:`RouteCallbacks`; without one,
+its updates are dropped and not counted. Routes come after policy on the way in and go first
+on the way out, so a path to a pod never exists before the chains that guard it.
 """
 
 from __future__ import annotations
 
 from typing import Generic, TypeVar
 
-from ._intents import DataplaneCallbacks, EndpointIntent, PolicyIntent, ProfileIntent, SetIntent
+from ._intents import (
+    DataplaneCallbacks,
+    EndpointIntent,
+    PolicyIntent,
+    ProfileIntent,
+    RouteCallbacks,
+    RouteIntent,
+    SetIntent,
+    TunnelIntent,
+    TunnelPeerIntent,
+)
 
 T = TypeVar("T")
 
@@ -45,8 +59,14 @@ class _Buffer(Generic[T]):
 
 
 class EventSequencer:
-    def __init__(self, callbacks: DataplaneCallbacks) -> None:
+    """Buffers the graph's outputs and emits them in dependency order on :meth:`flush`."""
+
+    def __init__(self, callbacks: DataplaneCallbacks, routes: RouteCallbacks | None = None) -> None:
         self._callbacks = callbacks
+        self._route_callbacks = routes
+        self._tunnels: _Buffer[TunnelIntent] = _Buffer()
+        self._peers: _Buffer[TunnelPeerIntent] = _Buffer()
+        self._routes: _Buffer[RouteIntent] = _Buffer()
         self._sets: _Buffer[SetIntent] = _Buffer()
         self._policies: _Buffer[PolicyIntent] = _Buffer()
         self._profiles: _Buffer[ProfileIntent] = _Buffer()
@@ -64,6 +84,18 @@ class EventSequencer:
     def on_endpoint_update(self, endpoint_id: str, endpoint: EndpointIntent | None) -> None:
         self._endpoints.put(endpoint_id, endpoint)
 
+    def on_tunnel_update(self, device: str, tunnel: TunnelIntent | None) -> None:
+        if self._route_callbacks is not None:
+            self._tunnels.put(device, tunnel)
+
+    def on_tunnel_peer_update(self, node: str, peer: TunnelPeerIntent | None) -> None:
+        if self._route_callbacks is not None:
+            self._peers.put(node, peer)
+
+    def on_route_update(self, dst_cidr: str, route: RouteIntent | None) -> None:
+        if self._route_callbacks is not None:
+            self._routes.put(dst_cidr, route)
+
     def flush(self) -> int:
         """Emit every change since the last flush; returns how many callbacks were made."""
         callbacks = self._callbacks
@@ -71,6 +103,9 @@ class EventSequencer:
         policy_updates, policy_removals = self._policies.take()
         profile_updates, profile_removals = self._profiles.take()
         endpoint_updates, endpoint_removals = self._endpoints.take()
+        tunnel_updates, tunnel_removals = self._tunnels.take()
+        peer_updates, peer_removals = self._peers.take()
+        route_updates, route_removals = self._routes.take()
         for set_id, ipset in set_updates:
             callbacks.on_ipset_update(set_id, ipset)
         for policy_id, policy in policy_updates:
@@ -79,6 +114,20 @@ class EventSequencer:
             callbacks.on_profile_update(profile_id, profile)
         for endpoint_id, endpoint in endpoint_updates:
             callbacks.on_endpoint_update(endpoint_id, endpoint)
+        overlay = self._route_callbacks
+        if overlay is not None:
+            for device, tunnel in tunnel_updates:
+                overlay.on_tunnel_update(device, tunnel)
+            for node, peer in peer_updates:
+                overlay.on_tunnel_peer_update(node, peer)
+            for dst_cidr, route in route_updates:
+                overlay.on_route_update(dst_cidr, route)
+            for dst_cidr in route_removals:
+                overlay.on_route_update(dst_cidr, None)
+            for node in peer_removals:
+                overlay.on_tunnel_peer_update(node, None)
+            for device in tunnel_removals:
+                overlay.on_tunnel_update(device, None)
         for endpoint_id in endpoint_removals:
             callbacks.on_endpoint_update(endpoint_id, None)
         for profile_id in profile_removals:
@@ -98,5 +147,11 @@ class EventSequencer:
                 profile_removals,
                 policy_removals,
                 set_removals,
+                tunnel_updates,
+                peer_updates,
+                route_updates,
+                route_removals,
+                peer_removals,
+                tunnel_removals,
             )
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from . import _policy, _resources
+from . import _lab, _policy, _resources
 from ._agent import agent
 from ._demo import demo
 
@@ -26,6 +26,7 @@ app.command()(_resources.delete)
 app.command()(demo)
 app.command()(agent)
 app.add_typer(_policy.app, name="policy")
+app.add_typer(_lab.app, name="lab")
 
 
 def main() -> None:

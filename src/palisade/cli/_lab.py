@@ -1,0 +1,184 @@
+"""`palisade lab up|status|probe|exec|down`: the one-machine cluster of network namespaces.
+
+While a lab is up, point ``palisade apply|get|delete`` at its datastore with the line
+``lab up`` prints: ``export PALISADE_DATASTORE=sqlite:////run/palisade/lab/store.db``.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+from enum import StrEnum
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from palisade import lab
+from palisade.dataplane.linux import NetlinkError
+from palisade.datastore import DatastoreError
+from palisade.policy import Matrix, Probe
+
+from ._common import console, err_console, fail, parse_port_spec
+from ._policy import MatrixFormat, matrix_tables
+
+app = typer.Typer(help="A cluster of network namespaces on this machine, enforced for real.")
+
+StateDirOption = Annotated[
+    Path,
+    typer.Option(
+        "--state-dir",
+        help="The lab's state directory (default: $PALISADE_LAB_DIR or /run/palisade/lab).",
+    ),
+]
+
+
+class StatusFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+ERRORS = (lab.LabError, NetlinkError, DatastoreError, OSError, ValueError)
+
+
+@app.command()
+def up(
+    filename: Annotated[
+        list[Path], typer.Option("-f", "--filename", help="Manifest file or directory.")
+    ],
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Leave the lab running and return.")
+    ] = False,
+    nodes: Annotated[int, typer.Option("--nodes", help="Number of nodes (1 for now).")] = 1,
+    lab_id: Annotated[
+        str, typer.Option("--id", help="Lab id: namespaces are named pal-l<ID>-…")
+    ] = "0",
+    state_dir: StateDirOption = lab.DEFAULT_STATE_DIR,
+) -> None:
+    """Build the lab from manifests; stay up until Ctrl-C (then take it down) or --detach."""
+    try:
+        state = lab.up(filename, state_dir=state_dir, lab_id=lab_id, nodes=nodes)
+    except lab.LabError as exc:
+        if lab.LabState.load(state_dir) is not None and "already recorded" not in str(exc):
+            lab.down(state_dir)
+        fail(str(exc), code=1)
+    except (KeyboardInterrupt, *ERRORS) as exc:
+        lab.down(state_dir)
+        fail(f"lab up failed, everything it made is removed again: {exc}", code=1)
+    console.print(
+        f"lab {state.lab_id} up: {len(state.nodes)} node(s), {len(state.pods)} pod(s)",
+        markup=False,
+    )
+    print(f"export PALISADE_DATASTORE={state.datastore}")
+    if detach:
+        return
+    stop = threading.Event()
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        err_console.print("Ctrl-C takes the lab down")
+        while not stop.wait(1.0):
+            pass
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        lab.down(state_dir)
+        err_console.print("lab down")
+
+
+@app.command()
+def down(state_dir: StateDirOption = lab.DEFAULT_STATE_DIR) -> None:
+    """Remove every namespace, process, table and file the lab made (idempotent)."""
+    try:
+        report = lab.down(state_dir)
+    except ERRORS as exc:
+        fail(str(exc), code=1)
+    console.print(
+        f"removed {len(report.namespaces)} namespace(s), {len(report.processes)} process(es), "
+        f"{len(report.files)} file(s)",
+        markup=False,
+    )
+
+
+@app.command()
+def status(
+    format: Annotated[StatusFormat, typer.Option("--format", help="Output format.")] = (
+        StatusFormat.table
+    ),
+    state_dir: StateDirOption = lab.DEFAULT_STATE_DIR,
+) -> None:
+    """Nodes, pods with their IPs, and the agents' status."""
+    try:
+        report = lab.status(state_dir)
+    except ERRORS as exc:
+        fail(str(exc), code=1)
+    if format is StatusFormat.json:
+        print(json.dumps(report))
+        return
+    console.print(f"lab {report['lab']} ({report['phase']}), datastore {report['datastore']}")
+    table = Table()
+    for column in ("POD", "IP", "NODE", "NETNS"):
+        table.add_column(column)
+    for key, pod in report["pods"].items():
+        table.add_row(key, pod["ip"] or "", pod["node"], pod["netns"])
+    console.print(table)
+    for node, agent in report["agents"].items():
+        console.print(
+            f"agent {node}: pid {agent.get('pid')} "
+            f"{'running' if agent.get('alive') else 'NOT RUNNING'}, phase {agent.get('phase')}, "
+            f"revision {agent.get('revision')}, programmed {agent.get('programmed')}",
+            markup=False,
+        )
+
+
+@app.command()
+def probe(
+    port: Annotated[
+        list[str], typer.Option("--port", help="PORT/PROTOCOL probe (repeatable), e.g. 80/TCP.")
+    ],
+    format: Annotated[MatrixFormat, typer.Option("--format", help="table or json.")] = (
+        MatrixFormat.table
+    ),
+    state_dir: StateDirOption = lab.DEFAULT_STATE_DIR,
+) -> None:
+    """Real connection attempts between every ordered pair of pods, as a matrix."""
+    specs = [str(parse_port_spec(p)) for p in port]
+    try:
+        result = lab.probe(specs, state_dir)
+    except ERRORS as exc:
+        fail(str(exc), code=1)
+    if format is MatrixFormat.json:
+        print(json.dumps(result))
+    elif format is MatrixFormat.table:
+        probes = result["probes"]
+        pods = list(probes[0]["allowed"]) if probes else []
+        grids = [
+            np.array([[p["allowed"][s][d] for d in pods] for s in pods], dtype=bool) for p in probes
+        ]
+        matrix = Matrix(pods, [Probe(0, 0) for _ in probes], grids)
+        for table in matrix_tables(matrix, specs):
+            console.print(table)
+    else:
+        fail(f"--format {format.value}: the lab prints table or json")
+
+
+@app.command(name="exec", context_settings={"allow_extra_args": True})
+def exec_(
+    pod: Annotated[str, typer.Argument(help="NS/POD")],
+    command: Annotated[list[str], typer.Argument(help="The command (after --).")],
+    state_dir: StateDirOption = lab.DEFAULT_STATE_DIR,
+) -> None:
+    """Run a command inside a pod's network namespace: `palisade lab exec NS/POD -- CMD`."""
+    try:
+        argv = lab.exec_command(pod, command, state_dir)
+    except ERRORS as exc:
+        fail(str(exc), code=1)
+    raise typer.Exit(subprocess.run(argv, check=False).returncode)

@@ -1,0 +1,704 @@
+"""Bringing a lab up, probing it, and taking it down again."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from palisade.calc import KUBERNETES_NETWORK_POLICY_KIND
+from palisade.dataplane.linux import (
+    Netlink,
+    NetlinkError,
+    create_netns,
+    delete_netns,
+    list_netns,
+    netns_exists,
+)
+from palisade.datastore import ResourceKey, Store, open_store
+from palisade.model import load_paths
+
+from ._state import LabState, PodRecord, ProcessRecord
+
+DEFAULT_STATE_DIR = Path(os.environ.get("PALISADE_LAB_DIR", "/run/palisade/lab"))
+"""Where ``lab up`` keeps its state unless told otherwise (``$PALISADE_LAB_DIR``)."""
+DEFAULT_POOL: dict[str, Any] = {
+    "apiVersion": "projectcalico.org/v3",
+    "kind": "IPPool",
+    "metadata": {"name": "pal-lab-pool"},
+    "spec": {"cidr": "10.244.0.0/16", "blockSize": 26},
+}
+POD_INTERFACE = "eth0"
+WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "ReplicaSet"})
+IP = shutil.which("ip") or "/usr/sbin/ip"
+NFT = shutil.which("nft") or "/usr/sbin/nft"
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PARALLEL_PODS = 4
+PARALLEL_PROBES = 8
+# Run as scripts, not ``-m``: importing the package would load the whole of Palisade.
+PROBE_COMMAND = (sys.executable, str(Path(__file__).with_name("_probe.py")))
+SERVER_COMMAND = (sys.executable, str(Path(__file__).with_name("_server.py")))
+
+
+class LabError(RuntimeError):
+    """Something the lab could not do; the message says what and where."""
+
+
+# -- names and documents ------------------------------------------------------------------------
+
+
+def lab_prefix(lab_id: str) -> str:
+    """The prefix of every namespace of lab ``lab_id``: ``pal-l<id>-``."""
+    return f"pal-l{lab_id}-"
+
+
+def check_lab_id(lab_id: str) -> None:
+    if not (1 <= len(lab_id) <= 8 and lab_id.isascii() and lab_id.isalnum()):
+        raise LabError(f"lab id {lab_id!r}: 1-8 letters or digits")
+
+
+def node_name(index: int) -> str:
+    return f"node-{index}"
+
+
+def store_key(document: Mapping[str, Any]) -> ResourceKey:
+    """The datastore key (Kubernetes NetworkPolicy under its group-qualified kind, as
+    ``palisade apply`` stores it)."""
+    key = ResourceKey.of(document)
+    if document.get("kind") == "NetworkPolicy" and str(document.get("apiVersion", "")).startswith(
+        "networking.k8s.io"
+    ):
+        return ResourceKey(KUBERNETES_NETWORK_POLICY_KIND, key.namespace, key.name)
+    return key
+
+
+def load_manifests(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    """Validated documents from files and directories; :class:`LabError` lists the problems."""
+    result = load_paths(list(paths))
+    if result.problems:
+        raise LabError("invalid manifests:\n" + "\n".join(str(p) for p in result.problems))
+    return [resource.to_document() for resource in result.resources]
+
+
+def _labels(value: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in (value or {}).items()}
+
+
+def expand_pods(documents: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The pods of ``documents``: each Pod, and ``<name>-<i>`` per replica of each workload
+    (Deployment, StatefulSet, ReplicaSet) whose pods the documents do not already hold —
+    the names and labels ``palisade.policy.Cluster`` gives them, so the engine's matrix and
+    the lab's name the same pods. Host-network pods are left out."""
+    pods = [dict(d) for d in documents if d.get("kind") == "Pod"]
+    existing = [
+        (str((p.get("metadata") or {}).get("namespace") or "default"), p.get("metadata") or {})
+        for p in pods
+    ]
+    for document in documents:
+        if document.get("kind") not in WORKLOAD_KINDS:
+            continue
+        meta = document.get("metadata") or {}
+        spec = document.get("spec") or {}
+        namespace = str(meta.get("namespace") or "default")
+        template = spec.get("template") or {}
+        labels = _labels((template.get("metadata") or {}).get("labels"))
+        selector = _labels((spec.get("selector") or {}).get("matchLabels")) or labels
+        if any(
+            ns == namespace
+            and all(_labels(m.get("labels")).get(k) == v for k, v in selector.items())
+            for ns, m in existing
+        ):
+            continue
+        replicas = spec.get("replicas", 1)
+        for index in range(int(replicas if replicas is not None else 1)):
+            pods.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {
+                        "name": f"{meta.get('name')}-{index}",
+                        "namespace": namespace,
+                        "labels": labels,
+                        "generateName": f"{meta.get('name')}-",
+                    },
+                    "spec": json.loads(json.dumps(template.get("spec") or {})),
+                }
+            )
+    return [p for p in pods if not (p.get("spec") or {}).get("hostNetwork")]
+
+
+def container_ports(pod: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """``{name, port, protocol}`` for each TCP or UDP container port the pod declares."""
+    ports: list[dict[str, Any]] = []
+    for container in (pod.get("spec") or {}).get("containers") or ():
+        for port in container.get("ports") or ():
+            protocol = str(port.get("protocol") or "TCP").upper()
+            if protocol in ("TCP", "UDP") and port.get("containerPort"):
+                entry = {"port": int(port["containerPort"]), "protocol": protocol}
+                entry["name"] = str(port["name"]) if port.get("name") else None
+                if entry not in ports:
+                    ports.append(entry)
+    return ports
+
+
+def pod_key(pod: Mapping[str, Any]) -> str:
+    meta = pod.get("metadata") or {}
+    return f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+
+def _start_time(pid: int) -> int | None:
+    """Field 22 of ``/proc/PID/stat`` (start time in clock ticks); None if there is no such
+    process (or only its zombie)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    if fields[0] == "Z":
+        return None
+    return int(fields[19])
+
+
+def _alive(record: ProcessRecord) -> bool:
+    return _start_time(record.pid) == record.start_time
+
+
+_children: dict[int, subprocess.Popen[bytes]] = {}
+_children_lock = threading.Lock()
+
+
+def _reap(pid: int) -> None:
+    with _children_lock:
+        child = _children.pop(pid, None)
+    if child is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=5)
+        return
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _netns_inode(name: str) -> int | None:
+    try:
+        return os.stat(f"/var/run/netns/{name}").st_ino
+    except OSError:
+        return None
+
+
+def _processes_in(namespaces: Sequence[str]) -> list[int]:
+    """PIDs of processes whose network namespace is one of ``namespaces``."""
+    inodes = {i for i in (_netns_inode(n) for n in namespaces) if i is not None}
+    if not inodes:
+        return []
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}/ns/net").st_ino in inodes:
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+# -- the lab -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Builder:
+    """One ``up``: the state, saved before each object is made, and the store."""
+
+    state: LabState
+    hook: Callable[[str], None] | None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.state.state_dir)
+
+    def save(self) -> None:
+        with self.lock:
+            self.state.save()
+
+    def file(self, name: str) -> Path:
+        path = self.directory / name
+        with self.lock:
+            if str(path) not in self.state.files:
+                self.state.files.append(str(path))
+                self.state.save()
+        return path
+
+    def netns(self, name: str) -> None:
+        with self.lock:
+            self.state.netns.append(name)
+            self.state.save()
+        create_netns(name)
+        with Netlink(name) as nl:
+            nl.set_up("lo")
+
+    def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        role: str,
+        netns: str | None,
+        owner: str,
+        log: Path,
+        ready_line: bool = False,
+    ) -> ProcessRecord:
+        command = [IP, "netns", "exec", netns, *argv] if netns else list(argv)
+        with log.open("ab") as log_file:
+            child = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE if ready_line else log_file,
+                stderr=log_file,
+                start_new_session=True,  # not in the terminal's group: Ctrl-C is the lab's
+            )
+        with _children_lock:
+            _children[child.pid] = child
+        record = ProcessRecord(child.pid, _start_time(child.pid) or 0, role, netns, owner)
+        with self.lock:
+            self.state.processes.append(record)
+            self.state.save()
+        if ready_line:
+            assert child.stdout is not None
+            readable, _, _ = select.select([child.stdout], [], [], 15.0)
+            line = child.stdout.readline() if readable else b""
+            child.stdout.close()
+            if line.strip() != b"ready":
+                raise LabError(f"{role} of {owner} did not start: {_tail(log)}")
+        return record
+
+
+def _tail(path: Path, lines: int = 10) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _cni_command() -> list[str]:
+    script = Path(sys.executable).parent / "palisade-cni"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from palisade.dataplane.cni import main; main()"]
+
+
+def cni_add(state: LabState, key: str, record: PodRecord) -> str:
+    """``palisade-cni ADD`` for pod ``key`` inside its node's namespace; returns the pod IP."""
+    namespace, name = key.split("/", 1)
+    config = {
+        "cniVersion": "1.0.0",
+        "name": "palisade",
+        "type": "palisade-cni",
+        "datastore": state.datastore,
+        "nodename": record.node,
+        "mtu": 1450,
+    }
+    environment = {
+        "PATH": SYSTEM_PATH,
+        "CNI_COMMAND": "ADD",
+        "CNI_CONTAINERID": record.netns,
+        "CNI_NETNS": f"/var/run/netns/{record.netns}",
+        "CNI_IFNAME": POD_INTERFACE,
+        "CNI_PATH": "/opt/cni/bin",
+        "CNI_ARGS": f"K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name}",
+    }
+    completed = subprocess.run(
+        [IP, "netns", "exec", state.nodes[record.node], *_cni_command()],
+        input=json.dumps(config),
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise LabError(f"CNI ADD for {key} failed: {completed.stdout.strip()} {completed.stderr}")
+    result = json.loads(completed.stdout)
+    return str(result["ips"][0]["address"]).split("/")[0]
+
+
+def _put_all(store: Store, documents: Sequence[Mapping[str, Any]]) -> None:
+    if documents:
+        store.apply([(store_key(d), d) for d in documents])
+
+
+def up(
+    manifests: Sequence[Path],
+    *,
+    state_dir: Path = DEFAULT_STATE_DIR,
+    lab_id: str = "0",
+    nodes: int = 1,
+    timeout: float = 60.0,
+    on_pod: Callable[[str], None] | None = None,
+) -> LabState:
+    """Build a lab from the manifests in ``manifests``; returns its state once every agent has
+    programmed the store's latest revision.
+
+    ``on_pod`` is called with ``NS/POD`` after each pod is attached and serving (a test hook:
+    raising from it stops ``up`` half-way). On failure ``up`` raises and leaves everything
+    it made recorded in the state file for :func:`down`.
+    """
+    check_lab_id(lab_id)
+    if nodes != 1:
+        raise LabError("only single-node labs are built so far (--nodes 1)")
+    documents = load_manifests(manifests)
+    state_dir = Path(state_dir).absolute()
+    if LabState.load(state_dir) is not None:
+        raise LabError(f"a lab is already recorded in {state_dir}: run `palisade lab down` first")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    prefix = lab_prefix(lab_id)
+    leftovers = list_netns(prefix)
+    if leftovers:
+        raise LabError(f"namespaces of lab {lab_id!r} exist already: {', '.join(leftovers)}")
+    state = LabState(lab_id, str(state_dir), f"sqlite:///{state_dir / 'store.db'}")
+    builder = _Builder(state, on_pod)
+    builder.save()
+
+    node_names = [node_name(i) for i in range(nodes)]
+    pods = expand_pods(documents)
+    for index, pod in enumerate(pods):
+        node = node_names[index % len(node_names)]
+        pod.setdefault("spec", {})["nodeName"] = node
+        pod.pop("status", None)
+        state.pods[pod_key(pod)] = PodRecord(f"{prefix}p{index}", node, None, container_ports(pod))
+    for node in node_names:
+        state.nodes[node] = f"{prefix}{node}"
+    builder.file("store.db")
+    for suffix in ("-wal", "-shm", ".ipam.lock"):
+        builder.file(f"store.db{suffix}")
+    builder.save()
+
+    stored = [d for d in documents if d.get("kind") != "Pod"]
+    if not any(d.get("kind") == "IPPool" for d in documents):
+        stored.append(DEFAULT_POOL)
+    with open_store(state.datastore) as store:
+        _put_all(store, [*stored, *pods])
+
+    for node, netns in state.nodes.items():
+        builder.netns(netns)
+        with Netlink(netns) as nl:
+            nl.set_sysctl("net.ipv4.ip_forward", 1)
+        _start_agent(builder, node)
+
+    def attach(key: str) -> None:
+        record = state.pods[key]
+        builder.netns(record.netns)
+        ip = cni_add(state, key, record)
+        with builder.lock:
+            record.ip = ip
+            state.save()
+        specs = [f"{p['protocol'].lower()}/{p['port']}" for p in record.ports]
+        if specs:
+            builder.spawn(
+                [*SERVER_COMMAND, *specs],
+                role="server",
+                netns=record.netns,
+                owner=key,
+                log=builder.file(f"server-{record.netns}.log"),
+                ready_line=True,
+            )
+        if on_pod is not None:
+            on_pod(key)
+
+    with ThreadPoolExecutor(max_workers=PARALLEL_PODS) as pool:
+        futures = [pool.submit(attach, key) for key in state.pods]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [f for f in done if f.exception() is not None]
+        if failed:
+            for future in futures:
+                future.cancel()
+            pool.shutdown(wait=True)
+            raise failed[0].exception() or LabError("attaching a pod failed")
+
+    wait_programmed(state, timeout=timeout)
+    state.phase = "up"
+    builder.save()
+    return state
+
+
+def _start_agent(builder: _Builder, node: str) -> None:
+    state = builder.state
+    status_file = builder.file(f"agent-{node}.json")
+    with builder.lock:
+        state.agent_status_files[node] = str(status_file)
+    builder.spawn(
+        [
+            *(sys.executable, "-m", "palisade.agent", "--node", node),
+            *("--datastore", state.datastore, "--netns", state.nodes[node]),
+            *("--status-file", str(status_file)),
+        ],
+        role="agent",
+        netns=None,
+        owner=node,
+        log=builder.file(f"agent-{node}.log"),
+    )
+
+
+def _agent_status(state: LabState, node: str) -> dict[str, Any]:
+    try:
+        status = json.loads(Path(state.agent_status_files[node]).read_text())
+    except (OSError, KeyError, ValueError):
+        return {}
+    return dict(status)
+
+
+def _agent_record(state: LabState, node: str) -> ProcessRecord | None:
+    records = [p for p in state.processes if p.role == "agent" and p.owner == node]
+    return records[-1] if records else None
+
+
+def wait_programmed(state: LabState, *, timeout: float = 30.0) -> int:
+    """Wait until every node's agent reports the store's current revision programmed
+    (bounded by ``timeout``); returns that revision. :class:`LabError` when an agent died or
+    the time ran out."""
+    with open_store(state.datastore) as store:
+        target = store.revision
+    deadline = time.monotonic() + timeout
+    for node in state.nodes:
+        record = _agent_record(state, node)
+        if record is None:
+            raise LabError(f"no agent recorded for {node}")
+        log = Path(state.state_dir) / f"agent-{node}.log"
+        while True:
+            status = _agent_status(state, node)
+            if (
+                status.get("pid") == record.pid
+                and status.get("phase") == "watching"
+                and status.get("programmed")
+                and int(status.get("revision") or 0) >= target
+            ):
+                break
+            if not _alive(record):
+                raise LabError(f"the agent of {node} exited: {_tail(log)}")
+            if time.monotonic() > deadline:
+                raise LabError(f"the agent of {node} did not program revision {target}: {status}")
+            time.sleep(0.05)
+    return target
+
+
+# -- status, probe, exec -----------------------------------------------------------------------
+
+
+def require(state_dir: Path = DEFAULT_STATE_DIR) -> LabState:
+    state = LabState.load(state_dir)
+    if state is None:
+        raise LabError(f"no lab in {state_dir}: run `palisade lab up` first")
+    return state
+
+
+def status(state_dir: Path = DEFAULT_STATE_DIR) -> dict[str, Any]:
+    """``{"pods": {"NS/POD": {"ip", "node", "netns"}}, "nodes": [...], "agents": {...}}``."""
+    state = require(state_dir)
+    agents: dict[str, Any] = {}
+    for node in state.nodes:
+        record = _agent_record(state, node)
+        agents[node] = {
+            "pid": record.pid if record else None,
+            "alive": bool(record and _alive(record)),
+            **_agent_status(state, node),
+        }
+    return {
+        "lab": state.lab_id,
+        "phase": state.phase,
+        "datastore": state.datastore,
+        "nodes": [{"name": node, "netns": netns} for node, netns in state.nodes.items()],
+        "pods": {
+            key: {"ip": record.ip, "node": record.node, "netns": record.netns}
+            for key, record in sorted(state.pods.items())
+        },
+        "agents": agents,
+    }
+
+
+def parse_probe(text: str) -> tuple[int | str, str]:
+    """``80/TCP``, ``53/udp``, ``http`` (TCP) → (port or port name, ``TCP``/``UDP``)."""
+    port_text, _, protocol = text.strip().partition("/")
+    protocol = (protocol or "TCP").upper()
+    if protocol not in ("TCP", "UDP"):
+        raise LabError(f"probe {text!r}: the lab probes TCP and UDP only")
+    if not port_text:
+        raise LabError(f"probe {text!r}: missing port")
+    if port_text.isdigit():
+        number = int(port_text)
+        if not 1 <= number <= 65535:
+            raise LabError(f"probe {text!r}: port must be 1-65535")
+        return number, protocol
+    return port_text, protocol
+
+
+def _resolve(record: PodRecord, port: int | str, protocol: str) -> int | None:
+    if isinstance(port, int):
+        return port
+    for declared in record.ports:
+        if declared.get("name") == port and declared["protocol"] == protocol:
+            return int(declared["port"])
+    return None
+
+
+def probe(specs: Sequence[str], state_dir: Path = DEFAULT_STATE_DIR) -> dict[str, Any]:
+    """Real connection attempts between every ordered pair of pods for each probe, from
+    inside each source pod (sources concurrently, bounded); the JSON shape of ``palisade
+    policy matrix --format json``. A named port a destination does not declare is denied."""
+    state = require(state_dir)
+    parsed = [parse_probe(spec) for spec in specs]
+    pods = sorted(
+        ((k, r) for k, r in state.pods.items() if r.ip is not None),
+        key=lambda item: tuple(item[0].split("/", 1)),
+    )
+    plans: list[tuple[int, str, str, int]] = []  # (probe index, source, destination, port)
+    for index, (port, protocol) in enumerate(parsed):
+        for destination, record in pods:
+            number = _resolve(record, port, protocol)
+            if number is None:
+                continue
+            for source, _ in pods:
+                plans.append((index, source, destination, number))
+    ips = {key: str(record.ip) for key, record in pods}
+
+    def run(source: str) -> list[bool]:
+        targets = [
+            [ips[destination], parsed[index][1].lower(), number]
+            for index, s, destination, number in plans
+            if s == source
+        ]
+        completed = subprocess.run(
+            [IP, "netns", "exec", state.pods[source].netns, *PROBE_COMMAND],
+            input=json.dumps(targets),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if completed.returncode != 0:
+            raise LabError(f"probing from {source} failed: {completed.stderr.strip()}")
+        return [bool(v) for v in json.loads(completed.stdout)]
+
+    with ThreadPoolExecutor(max_workers=PARALLEL_PROBES) as pool:
+        outcomes = dict(zip([k for k, _ in pods], pool.map(run, [k for k, _ in pods]), strict=True))
+    allowed = [{s: dict.fromkeys((d for d, _ in pods), False) for s, _ in pods} for _ in parsed]
+    positions = dict.fromkeys(ips, 0)
+    for index, source, destination, _ in plans:
+        allowed[index][source][destination] = outcomes[source][positions[source]]
+        positions[source] += 1
+    return {
+        "probes": [
+            {"port": str(port), "protocol": protocol, "allowed": allowed[index]}
+            for index, (port, protocol) in enumerate(parsed)
+        ]
+    }
+
+
+def exec_command(pod: str, argv: Sequence[str], state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
+    """The command line that runs ``argv`` inside pod ``NS/POD``'s network namespace."""
+    state = require(state_dir)
+    record = state.pods.get(pod)
+    if record is None:
+        raise LabError(f"no pod {pod!r} in the lab (known: {', '.join(sorted(state.pods))})")
+    return [IP, "netns", "exec", record.netns, *argv]
+
+
+def documents(state_dir: Path = DEFAULT_STATE_DIR) -> list[dict[str, Any]]:
+    """Every document in the lab's datastore (for the policy engine's view of the lab)."""
+    state = require(state_dir)
+    with open_store(state.datastore) as store:
+        return [item.value for item in store.list()]
+
+
+# -- down --------------------------------------------------------------------------------------
+
+
+@dataclass
+class DownReport:
+    processes: list[int] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+
+def _signal(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
+
+
+def _wait_gone(pids: Iterator[int] | Sequence[int], timeout: float) -> list[int]:
+    pending = list(pids)
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for pid in pending:
+            _reap(pid)
+        pending = [pid for pid in pending if _start_time(pid) is not None]
+        if pending:
+            time.sleep(0.02)
+    return pending
+
+
+def down(state_dir: Path = DEFAULT_STATE_DIR) -> DownReport:
+    """Remove everything the lab in ``state_dir`` recorded: processes (by PID and start time,
+    and any process left in one of its namespaces), each node's nftables table, the
+    namespaces (with the veths in them), files and the state. Idempotent; works on the
+    state of an interrupted ``up``."""
+    report = DownReport()
+    state = LabState.load(state_dir)
+    if state is None:
+        return report
+    state.phase = "removing"
+    state.save()
+    live = [p for p in state.processes if _alive(p)]
+    agents = [p.pid for p in live if p.role == "agent"]
+    for pid in agents:
+        _signal(pid, signal.SIGTERM)
+    for record in live:
+        if record.role != "agent":
+            _signal(record.pid, signal.SIGKILL)
+    for pid in _wait_gone(agents, 5.0):
+        _signal(pid, signal.SIGKILL)
+    report.processes.extend(p.pid for p in live)
+    namespaces = list(dict.fromkeys([*state.netns, *list_netns(lab_prefix(state.lab_id))]))
+    strays = _processes_in(namespaces)
+    for pid in strays:
+        _signal(pid, signal.SIGKILL)
+    report.processes.extend(strays)
+    left = _wait_gone([p.pid for p in live] + strays, 10.0)
+    if left:
+        raise LabError(f"processes of the lab did not exit: {left}")
+    for netns in state.nodes.values():
+        if netns_exists(netns):
+            subprocess.run(
+                [IP, "netns", "exec", netns, NFT, "delete", "table", "inet", "palisade"],
+                capture_output=True,
+                check=False,
+            )
+    for netns in reversed(namespaces):
+        try:
+            if delete_netns(netns):
+                report.namespaces.append(netns)
+        except NetlinkError as exc:
+            raise LabError(f"cannot delete namespace {netns}: {exc}") from exc
+    for name in state.files:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+            report.files.append(name)
+    with contextlib.suppress(FileNotFoundError):
+        state.path.with_suffix(".tmp").unlink()
+    state.path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        Path(state.state_dir).rmdir()  # only if nothing else is in it
+    return report

@@ -20,8 +20,10 @@ from typing import Any
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from palisade import lab
+from palisade.cli import app
 from palisade.cli._policy import matrix_json
 from palisade.dataplane.linux import list_netns
 from palisade.policy import Cluster, PolicyEngine, Probe, reachability_matrix
@@ -186,6 +188,25 @@ def test_probe_matrix_equals_engine_and_follows_an_applied_policy(
     )
     assert report["agents"]["node-0"]["alive"] and report["agents"]["node-0"]["programmed"]
     assert all(name.startswith(lab_place.prefix) for name in state.netns)
+
+    # the command line sees the same lab
+    listed = CliRunner().invoke(
+        app, ["lab", "status", "--format", "json", "--state-dir", str(lab_place.state_dir)]
+    )
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.output)["pods"]["back/db-1"] == {
+        k: v for k, v in report["pods"]["back/db-1"].items()
+    }
+    inside = subprocess.run(
+        lab.exec_command(
+            "front/web-0", ["ip", "-4", "-o", "addr", "show", "eth0"], lab_place.state_dir
+        ),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert f"inet {report['pods']['front/web-0']['ip']}/32" in inside.stdout
 
     observed = _converge(lab_place, MANIFESTS)
     assert len(set(observed.values())) == 2  # some pairs allowed, some denied

@@ -62,14 +62,16 @@ def up(
 ) -> None:
     """Build the lab from manifests; stay up until Ctrl-C (then take it down) or --detach."""
     try:
+        existing = lab.LabState.load(state_dir)
+    except ValueError as exc:
+        fail(f"{exc}; run `palisade lab down` or remove the file", code=1)
+    if existing is not None:
+        fail(f"a lab is up already ({state_dir}): run `palisade lab down` first", code=1)
+    try:
         state = lab.up(filename, state_dir=state_dir, lab_id=lab_id, nodes=nodes)
-    except lab.LabError as exc:
-        if lab.LabState.load(state_dir) is not None and "already recorded" not in str(exc):
-            lab.down(state_dir)
-        fail(str(exc), code=1)
     except (KeyboardInterrupt, *ERRORS) as exc:
-        lab.down(state_dir)
-        fail(f"lab up failed, everything it made is removed again: {exc}", code=1)
+        lab.down(state_dir)  # whatever the failed up made
+        fail(f"lab up failed; everything it made is removed again: {exc}", code=1)
     console.print(
         f"lab {state.lab_id} up: {len(state.nodes)} node(s), {len(state.pods)} pod(s)",
         markup=False,

@@ -41,12 +41,14 @@ DEFAULT_POOL: dict[str, Any] = {
     "spec": {"cidr": "10.244.0.0/16", "blockSize": 26},
 }
 POD_INTERFACE = "eth0"
-WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "ReplicaSet"})
+WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "ReplicaSet", "DaemonSet"})
 IP = shutil.which("ip") or "/usr/sbin/ip"
 NFT = shutil.which("nft") or "/usr/sbin/nft"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PARALLEL_PODS = 4
 PARALLEL_PROBES = 8
+SETTLE = 0.3  # seconds; see wait_programmed
+AGENT_GRACE = 3.0  # seconds an agent has to stop on SIGTERM before SIGKILL
 # Run as scripts, not ``-m``: importing the package would load the whole of Palisade.
 PROBE_COMMAND = (sys.executable, str(Path(__file__).with_name("_probe.py")))
 SERVER_COMMAND = (sys.executable, str(Path(__file__).with_name("_server.py")))
@@ -98,9 +100,10 @@ def _labels(value: Any) -> dict[str, str]:
 
 def expand_pods(documents: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The pods of ``documents``: each Pod, and ``<name>-<i>`` per replica of each workload
-    (Deployment, StatefulSet, ReplicaSet) whose pods the documents do not already hold —
-    the names and labels ``palisade.policy.Cluster`` gives them, so the engine's matrix and
-    the lab's name the same pods. Host-network pods are left out."""
+    (Deployment, StatefulSet, ReplicaSet; a DaemonSet: one) whose pods the documents do not
+    already hold — the names and labels ``palisade.policy.Cluster`` gives them, so the
+    engine's matrix and the lab's name the same pods. Host-network pods and finished pods are
+    left out, as the engine leaves them out."""
     pods = [dict(d) for d in documents if d.get("kind") == "Pod"]
     existing = [
         (str((p.get("metadata") or {}).get("namespace") or "default"), p.get("metadata") or {})
@@ -121,7 +124,7 @@ def expand_pods(documents: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             for ns, m in existing
         ):
             continue
-        replicas = spec.get("replicas", 1)
+        replicas = 1 if document.get("kind") == "DaemonSet" else spec.get("replicas", 1)
         for index in range(int(replicas if replicas is not None else 1)):
             pods.append(
                 {
@@ -136,7 +139,12 @@ def expand_pods(documents: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                     "spec": json.loads(json.dumps(template.get("spec") or {})),
                 }
             )
-    return [p for p in pods if not (p.get("spec") or {}).get("hostNetwork")]
+    return [
+        p
+        for p in pods
+        if not (p.get("spec") or {}).get("hostNetwork")
+        and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+    ]
 
 
 def container_ports(pod: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -186,8 +194,9 @@ def _reap(pid: int) -> None:
     with _children_lock:
         child = _children.pop(pid, None)
     if child is not None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.wait(timeout=5)
+        if child.poll() is None:
+            with _children_lock:
+                _children[pid] = child
         return
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
@@ -467,9 +476,15 @@ def _agent_record(state: LabState, node: str) -> ProcessRecord | None:
 
 
 def wait_programmed(state: LabState, *, timeout: float = 30.0) -> int:
-    """Wait until every node's agent reports the store's current revision programmed
-    (bounded by ``timeout``); returns that revision. :class:`LabError` when an agent died or
-    the time ran out."""
+    """Wait until every node's agent has applied the store's current revision (bounded by
+    ``timeout``); returns that revision. :class:`LabError` when an agent died or the time
+    ran out.
+
+    An agent reports the revision its graph reflects as soon as it has read the change and
+    applies it on its next step (at most ``apply_interval``, 0.1 s, later): so once the
+    reported revision is current, this waits for the next apply to be counted, or for
+    :data:`SETTLE` seconds when that apply was already counted in the same report.
+    """
     with open_store(state.datastore) as store:
         target = store.revision
     deadline = time.monotonic() + timeout
@@ -478,6 +493,7 @@ def wait_programmed(state: LabState, *, timeout: float = 30.0) -> int:
         if record is None:
             raise LabError(f"no agent recorded for {node}")
         log = Path(state.state_dir) / f"agent-{node}.log"
+        caught_up: tuple[float, int] | None = None  # (when, applies) at the current revision
         while True:
             status = _agent_status(state, node)
             if (
@@ -486,12 +502,16 @@ def wait_programmed(state: LabState, *, timeout: float = 30.0) -> int:
                 and status.get("programmed")
                 and int(status.get("revision") or 0) >= target
             ):
-                break
+                applies = int(status.get("applies") or 0)
+                if caught_up is None:
+                    caught_up = (time.monotonic(), applies)
+                elif applies > caught_up[1] or time.monotonic() - caught_up[0] >= SETTLE:
+                    break
             if not _alive(record):
                 raise LabError(f"the agent of {node} exited: {_tail(log)}")
             if time.monotonic() > deadline:
                 raise LabError(f"the agent of {node} did not program revision {target}: {status}")
-            time.sleep(0.05)
+            time.sleep(0.02)
     return target
 
 
@@ -668,7 +688,7 @@ def down(state_dir: Path = DEFAULT_STATE_DIR) -> DownReport:
     for record in live:
         if record.role != "agent":
             _signal(record.pid, signal.SIGKILL)
-    for pid in _wait_gone(agents, 5.0):
+    for pid in _wait_gone(agents, AGENT_GRACE):
         _signal(pid, signal.SIGKILL)
     report.processes.extend(p.pid for p in live)
     namespaces = list(dict.fromkeys([*state.netns, *list_netns(lab_prefix(state.lab_id))]))

@@ -9,7 +9,8 @@ namespace. Real TCP between the pods must cross the VXLAN tunnel.
 
 from __future__ import annotations
 
-from ipaddress import ip_address, ip_interface, ip_network
+from dataclasses import replace
+from ipaddress import IPv4Address, IPv4Network, ip_address, ip_interface, ip_network
 from typing import Any
 
 import pytest
@@ -18,11 +19,14 @@ from palisade.calc import (
     EndpointIntent,
     PolicyIntent,
     ProfileIntent,
+    RouteIntent,
     SetIntent,
+    TunnelIntent,
+    TunnelPeerIntent,
     build_graph,
 )
 from palisade.dataplane.linux import RTPROT_PALISADE, FdbEntry, Neighbour, Netlink, Route
-from palisade.dataplane.linux._routes import RouteManager
+from palisade.dataplane.linux._routes import ApplyResult, RouteManager
 from palisade.datastore import ResourceKey
 from tests.dataplane.conftest import Namespaces
 from tests.dataplane.test_netlink import echo, reachable
@@ -222,3 +226,63 @@ def test_pods_on_two_nodes_talk_over_vxlan_and_stop_when_the_node_goes(
     assert managers[1].apply().links == 1
     with Netlink(nodes[1]) as n1:
         assert n1.find_link(vxlan) is None
+
+
+def test_route_manager_follows_changes_to_tunnel_and_peers(netns: Namespaces) -> None:
+    """Intents fed directly: a new MAC, tunnel address or VNI, and a peer that moves."""
+    underlay, vxlan = netns.link("br"), netns.link("vx")
+    with Netlink(netns.a) as a:
+        a.create_bridge(underlay)
+        a.add_address(underlay, ip_interface("192.168.80.1/24"))
+        a.set_up(underlay)
+    manager = RouteManager(netns.a)
+    tunnel = TunnelIntent(vxlan, 7, IPv4Address("192.168.80.1"), IPv4Address("10.67.1.0"), None)
+    peer = TunnelPeerIntent(
+        "node-2", IPv4Address("192.168.80.2"), IPv4Address("10.67.2.0"), "66:70:61:6c:00:02"
+    )
+    route = RouteIntent(IPv4Network("10.67.2.0/26"), IPv4Address("10.67.2.0"), vxlan)
+    manager.on_tunnel_update(vxlan, tunnel)
+    manager.on_tunnel_peer_update("node-2", peer)
+    manager.on_route_update("10.67.2.0/26", route)
+    assert manager.apply() == ApplyResult(links=3, fdb=1, neighbours=1, routes=1)
+    kernel_mac = manager.device_mac()
+    assert kernel_mac is not None  # no MAC announced: the kernel's stays (the agent publishes it)
+
+    with Netlink(netns.a) as a:
+        manager.on_tunnel_update(vxlan, replace(tunnel, mac="66:70:61:6c:00:01"))
+        assert manager.apply().links == 1
+        assert manager.device_mac() == "66:70:61:6c:00:01"
+
+        manager.on_tunnel_update(vxlan, replace(tunnel, tunnel_ip=IPv4Address("10.67.1.1")))
+        assert manager.apply().links == 2  # the old /32 out, the new one in (MAC kept)
+        assert [x.interface for x in a.addresses(vxlan) if x.interface.version == 4] == [
+            ip_interface("10.67.1.1/32")
+        ]
+
+        moved = replace(peer, underlay_ip=IPv4Address("192.168.80.3"), mac="66:70:61:6c:00:03")
+        manager.on_tunnel_peer_update("node-2", moved)
+        assert manager.apply() == ApplyResult(fdb=2, neighbours=1)
+        assert [e for e in a.fdb_entries(vxlan) if e.dst_ip is not None] == [
+            FdbEntry("66:70:61:6c:00:03", IPv4Address("192.168.80.3"), vxlan)
+        ]
+        assert a.neighbours(dev=vxlan) == [
+            Neighbour(IPv4Address("10.67.2.0"), "66:70:61:6c:00:03", vxlan)
+        ]
+
+        # A new VNI cannot be set on a live device: it is recreated and reprogrammed.
+        index = a.link(vxlan).index
+        manager.on_tunnel_update(vxlan, replace(tunnel, vni=8, tunnel_ip=IPv4Address("10.67.1.1")))
+        result = manager.apply()
+        assert result.links >= 2 and result.fdb == 1 and result.routes == 1
+        assert a.link(vxlan).index != index
+        assert a.routes(protocol=RTPROT_PALISADE, dev=vxlan) == [
+            Route(ip_network("10.67.2.0/26"), ip_address("10.67.2.0"), vxlan, onlink=True)
+        ]
+        assert manager.apply().changes == 0
+
+        manager.on_route_update("10.67.2.0/26", None)
+        manager.on_tunnel_peer_update("node-2", None)
+        manager.on_tunnel_update(vxlan, None)
+        assert manager.apply() == ApplyResult(links=1)
+        assert a.find_link(vxlan) is None
+        assert manager.apply().changes == 0

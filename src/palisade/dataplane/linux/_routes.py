@@ -17,6 +17,11 @@ FDB and neighbour entries), and routes with :data:`RTPROT_PALISADE` *through tha
 other routes of the protocol (the CNI plugin's per-pod /32s) are not its business. When the
 tunnel intent goes away, the device is deleted, which takes its entries and routes with it.
 IPv4 forwarding is switched on in the namespace while a tunnel exists (a node forwards).
+
+Changes: a new MAC or tunnel address is set in place; a new VNI or underlay address (which the
+kernel cannot change on a live device) recreates the device — but only when this manager
+programmed the previous value: the driver's ``Link`` does not report a device's VNI, so an
+adopted device is trusted. Import it from ``palisade.dataplane.linux._routes``.
 """
 
 from __future__ import annotations

@@ -53,6 +53,7 @@ from palisade.dataplane.linux._netns import (
     run_in_netns,
 )
 from palisade.dataplane.linux._nftables import NftablesDataplane, NftablesError, RuleCounter
+from palisade.dataplane.linux._routes import RouteManager
 
 __all__ = [
     "PREFIX",
@@ -66,6 +67,7 @@ __all__ = [
     "NftablesDataplane",
     "NftablesError",
     "Route",
+    "RouteManager",
     "RuleCounter",
     "SweepResult",
     "create_netns",

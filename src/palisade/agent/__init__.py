@@ -30,9 +30,11 @@ as a process (exit status 0 after a clean stop, 2 for a bad URL). :class:`AgentS
 where an agent is (phase, revision, programmed, failures); the status file holds it as JSON
 for whoever supervises the agents.
 
-Left to others: what to program (``palisade.calc``), how (``palisade.dataplane.linux``),
-storage (``palisade.datastore``); routes, VXLAN and tunnel peers are not programmed yet (the
-calc graph does not produce them), and neither is flow export.
+Left to others: what to program (``palisade.calc``), how (``palisade.dataplane.linux``:
+nftables for policy, :class:`~palisade.dataplane.linux.RouteManager` for the VXLAN overlay,
+applied together by ``NodeDataplane``), storage (``palisade.datastore``). Not done yet: the
+agent does not publish its own VXLAN MAC on its Node document (the lab writes the Node
+annotations), and flow export.
 """
 
 from ._agent import (

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 
 from palisade.calc import build_graph
-from palisade.dataplane.linux import NftablesDataplane
+from palisade.dataplane.linux import NftablesDataplane, RouteManager
 from palisade.datastore import DatastoreError, Store, open_store
 
 from ._agent import Agent, AgentConfig, AgentStatus
@@ -47,8 +47,8 @@ def run_agent(
     store's state at ``"revision"``.
     """
     stop = stop if stop is not None else threading.Event()
-    dataplane = NftablesDataplane(netns)
-    graph = build_graph(node, dataplane)
+    dataplane = NodeDataplane(netns)
+    graph = build_graph(node, dataplane.filter, dataplane.routes)
 
     def opener() -> Store:
         return open_store(datastore_url)
@@ -63,6 +63,24 @@ def run_agent(
     )
     with _stop_on_signals(stop):
         agent.run(stop)
+
+
+class NodeDataplane:
+    """A node's whole dataplane for the agent: nftables for policy, and the overlay's VXLAN
+    device, peers and routes; applied and resynced together."""
+
+    def __init__(self, netns: str | None) -> None:
+        self.filter = NftablesDataplane(netns)
+        self.routes = RouteManager(netns)
+
+    def apply(self) -> int:
+        changed = self.filter.apply()
+        return changed + self.routes.apply().changes
+
+    def resync(self) -> int:
+        # The route manager compares with the kernel on every apply, so applying is its resync.
+        repaired = self.filter.resync()
+        return repaired + self.routes.apply().changes
 
 
 class _StatusFile:

@@ -208,6 +208,10 @@ def test_probe_matrix_equals_engine_and_follows_an_applied_policy(
     )
     assert f"inet {report['pods']['front/web-0']['ip']}/32" in inside.stdout
 
+    # the engine sees the same on what the lab stored (pods with their real addresses)
+    assert _off_diagonal(_engine_matrix(lab.documents(lab_place.state_dir))) == _off_diagonal(
+        _engine_matrix(MANIFESTS)
+    )
     observed = _converge(lab_place, MANIFESTS)
     assert len(set(observed.values())) == 2  # some pairs allowed, some denied
     assert not observed[("5353", "UDP", "ops/tool-0", "front/web-0")]  # egress: TCP only
@@ -288,4 +292,31 @@ def test_down_cleans_up_after_a_killed_lab_up_process(lab_place: LabPlace, tmp_p
     state = lab.LabState.load(lab_place.state_dir)
     assert state is not None and state.phase == "creating"
     lab.down(lab_place.state_dir)
+    _assert_gone(lab_place, state)
+
+
+@pytest.mark.root
+def test_lab_up_in_the_foreground_goes_down_on_ctrl_c(lab_place: LabPlace, tmp_path: Path) -> None:
+    manifests = _write(tmp_path / "manifests", MANIFESTS[:4])
+    where = ["--id", lab_place.lab_id, "--state-dir", str(lab_place.state_dir)]
+    process = subprocess.Popen(
+        [str(PALISADE), "lab", "up", "-f", str(manifests), *where],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline(), process.stdout.readline()]
+        assert lines[1].startswith("export PALISADE_DATASTORE=sqlite:///"), lines
+        assert len(list_netns(lab_place.prefix)) == 3  # the node and two pods
+        state = lab.LabState.load(lab_place.state_dir)
+        assert state is not None and state.phase == "up"
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+    assert process.returncode == 0, stderr
     _assert_gone(lab_place, state)

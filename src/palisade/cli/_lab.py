@@ -7,6 +7,7 @@ While a lab is up, point ``palisade apply|get|delete`` at its datastore with the
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import threading
@@ -67,33 +68,45 @@ def up(
         fail(f"{exc}; run `palisade lab down` or remove the file", code=1)
     if existing is not None:
         fail(f"a lab is up already ({state_dir}): run `palisade lab down` first", code=1)
-    try:
-        state = lab.up(filename, state_dir=state_dir, lab_id=lab_id, nodes=nodes)
-    except (KeyboardInterrupt, *ERRORS) as exc:
-        lab.down(state_dir)  # whatever the failed up made
-        fail(f"lab up failed; everything it made is removed again: {exc}", code=1)
-    console.print(
-        f"lab {state.lab_id} up: {len(state.nodes)} node(s), {len(state.pods)} pod(s)",
-        markup=False,
-    )
-    print(f"export PALISADE_DATASTORE={state.datastore}")
-    if detach:
-        return
+    building = threading.Event()
+    building.set()
     stop = threading.Event()
 
+    owner = os.getpid()
+
     def handle(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != owner:
+            # a child pyroute2 forked (to make a namespace) and now stops: as if unhandled
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        if building.is_set():
+            raise KeyboardInterrupt  # interrupts up, which is then undone below
         stop.set()
 
     previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        try:
+            state = lab.up(filename, state_dir=state_dir, lab_id=lab_id, nodes=nodes)
+            building.clear()
+        except (KeyboardInterrupt, *ERRORS) as exc:
+            lab.down(state_dir)  # whatever the failed up made
+            fail(f"lab up failed; everything it made is removed again: {exc!r}", code=1)
+        console.print(
+            f"lab {state.lab_id} up: {len(state.nodes)} node(s), {len(state.pods)} pod(s)",
+            markup=False,
+        )
+        print(f"export PALISADE_DATASTORE={state.datastore}", flush=True)
+        if detach:
+            return
         err_console.print("Ctrl-C takes the lab down")
         while not stop.wait(1.0):
             pass
+        lab.down(state_dir)
+        err_console.print("lab down")
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        lab.down(state_dir)
-        err_console.print("lab down")
 
 
 @app.command()

@@ -408,9 +408,13 @@ def up(
             nl.set_sysctl("net.ipv4.ip_forward", 1)
         _start_agent(builder, node)
 
+    # pyroute2 forks to create a namespace and to open a socket in one: never from a thread
+    # while other threads run, so the namespaces are made here, before the pool starts.
+    for record in state.pods.values():
+        builder.netns(record.netns)
+
     def attach(key: str) -> None:
         record = state.pods[key]
-        builder.netns(record.netns)
         ip = cni_add(state, key, record)
         with builder.lock:
             record.ip = ip

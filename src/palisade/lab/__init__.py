@@ -23,7 +23,10 @@ namespaces (their veths go with them), the files and the state — also cleans u
 
 While a lab is up, ``palisade apply|get|delete`` act on its datastore when
 ``PALISADE_DATASTORE`` holds the URL ``lab up`` prints (``export PALISADE_DATASTORE=…``; it
-is also in ``state.json`` and in ``lab status``); agents follow the changes.
+is also in ``state.json`` and in ``lab status``); agents follow the changes. Policies,
+Namespaces (labels) and the like can be applied so; re-applying a Pod manifest replaces the
+stored Pod, including the address the CNI plugin recorded in its status, so the pod drops out
+of policy until the lab is rebuilt (a ``kubectl apply``-style merge is left to ``apply``).
 
 Left to others: more than one node (VXLAN between node namespaces), client traffic loops,
 commands from manifests instead of echo servers, and ``make demo``.

@@ -209,6 +209,24 @@ def _netns_inode(name: str) -> int | None:
         return None
 
 
+def _processes_naming(arguments: Sequence[str]) -> list[int]:
+    """PIDs of processes with one of ``arguments`` on their command line."""
+    wanted = {a.encode() for a in arguments}
+    if not wanted:
+        return []
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if wanted.intersection(argv):
+            found.append(int(entry))
+    return found
+
+
 def _processes_in(namespaces: Sequence[str]) -> list[int]:
     """PIDs of processes whose network namespace is one of ``namespaces``."""
     inodes = {i for i in (_netns_inode(n) for n in namespaces) if i is not None}
@@ -581,7 +599,9 @@ def _resolve(record: PodRecord, port: int | str, protocol: str) -> int | None:
 def probe(specs: Sequence[str], state_dir: Path = DEFAULT_STATE_DIR) -> dict[str, Any]:
     """Real connection attempts between every ordered pair of pods for each probe, from
     inside each source pod (sources concurrently, bounded); the JSON shape of ``palisade
-    policy matrix --format json``. A named port a destination does not declare is denied."""
+    policy matrix --format json``. A named port a destination does not declare is denied
+    without an attempt, as the engine denies it; a numeric port nothing serves is refused by
+    the kernel, so compare with the engine on ports the pods declare."""
     state = require(state_dir)
     parsed = [parse_probe(spec) for spec in specs]
     pods = sorted(
@@ -696,7 +716,18 @@ def down(state_dir: Path = DEFAULT_STATE_DIR) -> DownReport:
         _signal(pid, signal.SIGKILL)
     report.processes.extend(p.pid for p in live)
     namespaces = list(dict.fromkeys([*state.netns, *list_netns(lab_prefix(state.lab_id))]))
-    strays = _processes_in(namespaces)
+    # Processes ``up`` started but was killed before it could record: anything in one of the
+    # lab's namespaces, and agents naming one of the lab's status files.
+    strays = [
+        pid
+        for pid in dict.fromkeys(
+            [
+                *_processes_in(namespaces),
+                *_processes_naming(list(state.agent_status_files.values())),
+            ]
+        )
+        if pid not in {p.pid for p in live}
+    ]
     for pid in strays:
         _signal(pid, signal.SIGKILL)
     report.processes.extend(strays)

@@ -40,6 +40,7 @@ from etcd3gw.types import KeyValue, RangeResponse, TxnResponse
 
 from ._types import (
     CLUSTER_SCOPE,
+    BatchWriter,
     DatastoreError,
     DatastoreUnavailable,
     ResourceKey,
@@ -118,7 +119,7 @@ def _gateway_message(body: str | bytes) -> str:
     return text.strip()[:300]
 
 
-class EtcdStore:
+class EtcdStore(BatchWriter):
     """A ``Store`` in etcd v3 under a key prefix."""
 
     def __init__(self, host: str, port: int, prefix: str = DEFAULT_PREFIX, *, url: str) -> None:
@@ -247,21 +248,6 @@ class EtcdStore:
         return found
 
     # -- writes ---------------------------------------------------------------------------
-
-    def put(self, key: ResourceKey, value: Mapping[str, Any]) -> int:
-        return self.apply([(key, value)])
-
-    def delete(self, key: ResourceKey) -> int | None:
-        revision, changed = self._write([], [key])
-        return revision if changed else None
-
-    def apply(
-        self,
-        puts: Sequence[tuple[ResourceKey, Mapping[str, Any]]],
-        deletes: Sequence[ResourceKey] = (),
-    ) -> int:
-        revision, _ = self._write(puts, deletes)
-        return revision
 
     def _write(
         self,

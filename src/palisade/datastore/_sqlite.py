@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any, Literal, NamedTuple, Self
 
 from ._types import (
+    BatchWriter,
     DatastoreError,
     DatastoreUnavailable,
     ResourceKey,
@@ -86,7 +87,7 @@ def _key_of(kind: str, namespace: str, name: str) -> ResourceKey:
     return ResourceKey(kind, namespace or None, name)
 
 
-class SqliteStore:
+class SqliteStore(BatchWriter):
     """A ``Store`` in one SQLite file (or in memory, for tests)."""
 
     def __init__(self, path: str, *, url: str | None = None) -> None:
@@ -201,21 +202,6 @@ class SqliteStore:
         ]
 
     # -- writes ---------------------------------------------------------------------------
-
-    def put(self, key: ResourceKey, value: Mapping[str, Any]) -> int:
-        return self.apply([(key, value)])
-
-    def delete(self, key: ResourceKey) -> int | None:
-        revision, changed = self._write([], [key])
-        return revision if changed else None
-
-    def apply(
-        self,
-        puts: Sequence[tuple[ResourceKey, Mapping[str, Any]]],
-        deletes: Sequence[ResourceKey] = (),
-    ) -> int:
-        revision, _ = self._write(puts, deletes)
-        return revision
 
     def _write(
         self,

@@ -236,3 +236,31 @@ def decode_value(text: str | bytes, revision: int) -> dict[str, Any]:
     if isinstance(metadata, dict):
         metadata["resourceVersion"] = str(revision)
     return value
+
+
+class BatchWriter:
+    """``put``, ``delete`` and ``apply`` for a backend that writes every change as one batch
+    through ``_write`` (one transaction, one new revision)."""
+
+    def _write(
+        self,
+        puts: Sequence[tuple[ResourceKey, Mapping[str, Any]]],
+        deletes: Sequence[ResourceKey],
+    ) -> tuple[int, int]:
+        """Apply a batch atomically; returns (revision, number of changes)."""
+        raise NotImplementedError
+
+    def put(self, key: ResourceKey, value: Mapping[str, Any]) -> int:
+        return self.apply([(key, value)])
+
+    def delete(self, key: ResourceKey) -> int | None:
+        revision, changed = self._write([], [key])
+        return revision if changed else None
+
+    def apply(
+        self,
+        puts: Sequence[tuple[ResourceKey, Mapping[str, Any]]],
+        deletes: Sequence[ResourceKey] = (),
+    ) -> int:
+        revision, _ = self._write(puts, deletes)
+        return revision

@@ -30,9 +30,8 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from types import TracebackType
-from typing import Any, Self, TypeVar, cast
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar, cast
 
 import etcd3gw
 from etcd3gw import exceptions as etcd_exceptions
@@ -40,11 +39,11 @@ from etcd3gw.types import KeyValue, RangeResponse, TxnResponse
 
 from ._types import (
     CLUSTER_SCOPE,
-    BatchWriter,
     DatastoreError,
     DatastoreUnavailable,
     ResourceKey,
     RevisionCompacted,
+    StoreBase,
     StoredResource,
     WatchEvent,
     check_batch,
@@ -119,7 +118,7 @@ def _gateway_message(body: str | bytes) -> str:
     return text.strip()[:300]
 
 
-class EtcdStore(BatchWriter):
+class EtcdStore(StoreBase):
     """A ``Store`` in etcd v3 under a key prefix."""
 
     def __init__(self, host: str, port: int, prefix: str = DEFAULT_PREFIX, *, url: str) -> None:
@@ -292,17 +291,6 @@ class EtcdStore(BatchWriter):
 
     # -- watch ----------------------------------------------------------------------------
 
-    def watch(
-        self,
-        from_revision: int,
-        *,
-        kinds: Collection[str] | None = None,
-        timeout: float | None = None,
-    ) -> Iterator[WatchEvent]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        wanted = None if kinds is None else frozenset(kinds)
-        return self._follow(from_revision, wanted, deadline)
-
     def _follow(
         self, from_revision: int, kinds: frozenset[str] | None, deadline: float | None
     ) -> Iterator[WatchEvent]:
@@ -422,17 +410,6 @@ class EtcdStore(BatchWriter):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
         self._client.session.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"EtcdStore({self._url!r})"

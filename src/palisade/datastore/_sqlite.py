@@ -17,17 +17,16 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from types import TracebackType
-from typing import Any, Literal, NamedTuple, Self
+from typing import Any, Literal, NamedTuple
 
 from ._types import (
-    BatchWriter,
     DatastoreError,
     DatastoreUnavailable,
     ResourceKey,
     RevisionCompacted,
+    StoreBase,
     StoredResource,
     WatchEvent,
     check_batch,
@@ -87,7 +86,7 @@ def _key_of(kind: str, namespace: str, name: str) -> ResourceKey:
     return ResourceKey(kind, namespace or None, name)
 
 
-class SqliteStore(BatchWriter):
+class SqliteStore(StoreBase):
     """A ``Store`` in one SQLite file (or in memory, for tests)."""
 
     def __init__(self, path: str, *, url: str | None = None) -> None:
@@ -283,17 +282,6 @@ class SqliteStore(BatchWriter):
 
     # -- watch ----------------------------------------------------------------------------
 
-    def watch(
-        self,
-        from_revision: int,
-        *,
-        kinds: Collection[str] | None = None,
-        timeout: float | None = None,
-    ) -> Iterator[WatchEvent]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        wanted = None if kinds is None else frozenset(kinds)
-        return self._follow(from_revision, wanted, deadline)
-
     def _follow(
         self, position: int, kinds: frozenset[str] | None, deadline: float | None
     ) -> Iterator[WatchEvent]:
@@ -376,17 +364,6 @@ class SqliteStore(BatchWriter):
             self._closed = True
             self._changed.notify_all()
             self._db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"SqliteStore({self._url!r})"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -238,9 +239,41 @@ def decode_value(text: str | bytes, revision: int) -> dict[str, Any]:
     return value
 
 
-class BatchWriter:
-    """``put``, ``delete`` and ``apply`` for a backend that writes every change as one batch
-    through ``_write`` (one transaction, one new revision)."""
+class StoreBase:
+    """What both backends share: ``put``, ``delete`` and ``apply`` over ``_write`` (every
+    change is one batch: one transaction, one new revision), ``watch`` over ``_follow``, and
+    the context-manager protocol over ``close``."""
+
+    def _follow(
+        self, from_revision: int, kinds: frozenset[str] | None, deadline: float | None
+    ) -> Iterator[WatchEvent]:
+        """Changes after ``from_revision`` in order, then new ones until ``deadline``."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def watch(
+        self,
+        from_revision: int,
+        *,
+        kinds: Collection[str] | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[WatchEvent]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        wanted = None if kinds is None else frozenset(kinds)
+        return self._follow(from_revision, wanted, deadline)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def _write(
         self,

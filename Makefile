@@ -6,7 +6,7 @@ NCA_VENV := .venv-nca
 BIN := $(VENV)/bin
 APT_PACKAGES := etcd-server nftables iproute2
 
-.PHONY: all install system-deps demo test lint typecheck unit bench clean
+.PHONY: all install system-deps demo test lint typecheck unit bench clean fuzz
 
 all: test
 
@@ -48,6 +48,10 @@ unit: install
 	PALISADE_NCA=$(abspath $(NCA_VENV))/bin/nca $(BIN)/pytest -q
 
 test: lint typecheck unit
+
+# Random property and fuzz exploration, longer than `make test` runs it.
+fuzz: install
+	PALISADE_HYPOTHESIS=explore PALISADE_FUZZ_EXAMPLES=3000 $(BIN)/pytest -q tests/selector tests/model tests/policy -k "fuzz or property or hypo"
 
 bench: install
 	$(BIN)/python bench/policy_bench.py

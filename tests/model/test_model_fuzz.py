@@ -178,3 +178,22 @@ def test_valid_documents_load_from_text(doc: dict[str, Any], fmt: str) -> None:
     result = load_text(text, f"doc.{fmt}")
     assert result.ok and len(result.resources) == 1
     assert result.resources[0] == parse_document(doc)
+
+
+def test_unknown_null_key_in_a_loose_part_round_trips() -> None:
+    # Found by the fuzzer: `spec.x: null` on a Deployment was kept as an extra field, then
+    # dropped by to_document, so the resource was not equal to itself after a round trip.
+    doc = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "x", "namespace": "ns"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "a"}},
+            "template": {"metadata": {"labels": {"app": "a"}}, "spec": {"containers": []}},
+            "x": None,
+            "y": 1,
+        },
+    }
+    resource = parse_document(doc)
+    assert parse_document(resource.to_document()) == resource
+    assert resource.to_document()["spec"]["y"] == 1

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from palisade.model._errors import IssueCollector
@@ -32,6 +40,16 @@ class LooseModel(StrictModel):
     """
 
     model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="after")
+    def _drop_null_extras(self) -> LooseModel:
+        # An unknown key set to null means "unset", as Kubernetes reads it; dropping it here
+        # keeps a resource equal to itself after a round trip through ``to_document``.
+        extra = self.__pydantic_extra__
+        if extra:
+            for key in [key for key, value in extra.items() if value is None]:
+                del extra[key]
+        return self
 
 
 NameRule = Literal["subdomain", "label", "dns1035"]

@@ -26,6 +26,7 @@ from palisade import lab
 from palisade.cli import app
 from palisade.cli._policy import matrix_json
 from palisade.dataplane.linux import list_netns
+from palisade.lab._lab import pod_key
 from palisade.policy import Cluster, PolicyEngine, Probe, reachability_matrix
 from tests.lab.conftest import LabPlace
 
@@ -235,8 +236,36 @@ def test_probe_matrix_equals_engine_and_follows_an_applied_policy(
     assert not changed[("8080", "TCP", "back/db-0", "front/web-0")]
     assert not changed[("8080", "TCP", "front/web-1", "front/web-0")]
 
+    # Re-applying a Pod manifest with other labels, without --datastore while the lab is up,
+    # relabels the running pod (its address stays) and policy follows the new labels: db-0
+    # leaves db-from-front's selection, so nothing isolates it any more.
+    relabelled = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "db-0", "namespace": "back", "labels": {"app": "db-old"}},
+        "spec": {"containers": [{"name": "main", "image": "echo"}]},
+    }
+    _write(tmp_path / "relabel", [relabelled])
+    environment = {k: v for k, v in os.environ.items() if k != "PALISADE_DATASTORE"}
+    applied = subprocess.run(
+        [str(PALISADE), "apply", "-f", str(tmp_path / "relabel")],
+        env={**environment, "PALISADE_LAB_DIR": str(lab_place.state_dir)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert applied.returncode == 0, applied.stderr
+    lab.wait_programmed(state, timeout=20)
+    stored = {pod_key(d): d for d in lab.documents(lab_place.state_dir) if d["kind"] == "Pod"}
+    assert stored["back/db-0"]["status"]["podIP"] == report["pods"]["back/db-0"]["ip"]
+    assert stored["back/db-0"]["metadata"]["labels"] == {"app": "db-old"}
+    relabelled_view = _converge(lab_place, lab.documents(lab_place.state_dir))
+    assert relabelled_view[("8080", "TCP", "ops/tool-1", "back/db-0")]
+    assert not relabelled_view[("8080", "TCP", "ops/tool-1", "back/db-1")]
+
     removed = lab.down(lab_place.state_dir)
-    assert len(removed.namespaces) == 7
+    assert len(removed.namespaces) == 8  # a node, the underlay, six pods
     _assert_gone(lab_place, state)
     assert lab.down(lab_place.state_dir) == lab.DownReport()  # idempotent
 
@@ -309,7 +338,7 @@ def test_lab_up_in_the_foreground_goes_down_on_ctrl_c(lab_place: LabPlace, tmp_p
         assert process.stdout is not None
         lines = [process.stdout.readline(), process.stdout.readline()]
         assert lines[1].startswith("export PALISADE_DATASTORE=sqlite:///"), lines
-        assert len(list_netns(lab_place.prefix)) == 3  # the node and two pods
+        assert len(list_netns(lab_place.prefix)) == 4  # the node, the underlay and two pods
         state = lab.LabState.load(lab_place.state_dir)
         assert state is not None and state.phase == "up"
         process.send_signal(signal.SIGINT)

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from palisade.lab import DEFAULT_STATE_DIR, LabState
 from palisade.model import load_paths
 from palisade.policy import Cluster, PolicyEngine, Probe, protocol_number
 
@@ -24,6 +25,7 @@ EXIT_INVALID = 2
 
 DEFAULT_DATASTORE_ENV = "PALISADE_DATASTORE"
 DEFAULT_DATASTORE = "sqlite:///palisade.db"
+LAB_DIR_ENV = "PALISADE_LAB_DIR"
 
 
 def fail(message: str, code: int = EXIT_INVALID) -> NoReturn:
@@ -32,7 +34,19 @@ def fail(message: str, code: int = EXIT_INVALID) -> NoReturn:
 
 
 def datastore_url(explicit: str | None) -> str:
-    return explicit or os.environ.get(DEFAULT_DATASTORE_ENV) or DEFAULT_DATASTORE
+    """``--datastore``, else ``$PALISADE_DATASTORE``, else the datastore of the lab that is
+    up (in ``$PALISADE_LAB_DIR`` or ``/run/palisade/lab``), else ``sqlite:///palisade.db``."""
+    if explicit:
+        return explicit
+    if os.environ.get(DEFAULT_DATASTORE_ENV):
+        return os.environ[DEFAULT_DATASTORE_ENV]
+    try:
+        state = LabState.load(os.environ.get(LAB_DIR_ENV) or DEFAULT_STATE_DIR)
+    except (OSError, ValueError):
+        state = None
+    if state is not None and state.phase == "up":
+        return state.datastore
+    return DEFAULT_DATASTORE
 
 
 def load_documents(paths: Sequence[Path]) -> list[dict[str, Any]]:

@@ -55,7 +55,9 @@ def up(
     detach: Annotated[
         bool, typer.Option("--detach", help="Leave the lab running and return.")
     ] = False,
-    nodes: Annotated[int, typer.Option("--nodes", help="Number of nodes (1 for now).")] = 1,
+    nodes: Annotated[
+        int, typer.Option("--nodes", help="Number of nodes (network namespaces joined by VXLAN).")
+    ] = 1,
     lab_id: Annotated[
         str, typer.Option("--id", help="Lab id: namespaces are named pal-l<ID>-…")
     ] = "0",

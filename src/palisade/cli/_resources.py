@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 import yaml
@@ -12,6 +12,7 @@ from rich.table import Table
 
 from palisade.datastore import DatastoreError, ResourceKey, Store, open_store
 from palisade.model import load_paths
+from palisade.resources import KUBERNETES_NETWORK_POLICY_KIND, apply_documents, store_key
 
 from ._common import (
     EXIT_INVALID,
@@ -85,17 +86,6 @@ def kind_name(text: str) -> str:
     return KIND_ALIASES.get(text.lower(), text)
 
 
-def store_key(document: dict[str, Any]) -> ResourceKey:
-    """The datastore key. Kubernetes NetworkPolicy shares its kind name with Calico's, so it is
-    stored under its group-qualified kind."""
-    key = ResourceKey.of(document)
-    if document.get("kind") == "NetworkPolicy" and str(document.get("apiVersion", "")).startswith(
-        "networking.k8s.io"
-    ):
-        return ResourceKey("NetworkPolicy.networking.k8s.io", key.namespace, key.name)
-    return key
-
-
 def open_or_fail(url: str) -> Store:
     try:
         return open_store(url)
@@ -125,7 +115,7 @@ def apply(filename: FilesOption, datastore: DatastoreOption = None) -> None:
     documents = load_documents(filename)
     with open_or_fail(datastore_url(datastore)) as store:
         try:
-            revision = store.apply([(store_key(d), d) for d in documents])
+            revision = apply_documents(store, documents)
         except DatastoreError as exc:
             fail(str(exc), code=1)
     for document in documents:
@@ -143,7 +133,7 @@ def get(
     """List or show resources from the datastore."""
     kinds = [kind_name(kind)]
     if kinds[0] == "NetworkPolicy":
-        kinds.append("NetworkPolicy.networking.k8s.io")
+        kinds.append(KUBERNETES_NETWORK_POLICY_KIND)
     with open_or_fail(datastore_url(datastore)) as store:
         items = [
             item
@@ -191,7 +181,7 @@ def delete(
         fail("give KIND NAME or -f FILE")
     with open_or_fail(datastore_url(datastore)) as store:
         if not filename and keys[0].kind == "NetworkPolicy" and store.get(keys[0]) is None:
-            keys = [ResourceKey("NetworkPolicy.networking.k8s.io", namespace, keys[0].name)]
+            keys = [ResourceKey(KUBERNETES_NETWORK_POLICY_KIND, namespace, keys[0].name)]
         missing = [k for k in keys if store.get(k) is None]
         if missing:
             fail("not found: " + ", ".join(str(k) for k in missing), code=1)

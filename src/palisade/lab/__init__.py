@@ -49,7 +49,6 @@ from ._lab import (
     probe,
     require,
     status,
-    store_key,
     up,
     wait_programmed,
 )
@@ -75,7 +74,6 @@ __all__ = [
     "probe",
     "require",
     "status",
-    "store_key",
     "up",
     "wait_programmed",
 ]

@@ -15,10 +15,16 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from ipaddress import ip_interface
 from pathlib import Path
 from typing import Any
 
-from palisade.calc import KUBERNETES_NETWORK_POLICY_KIND
+from palisade.calc import (
+    TUNNEL_ADDRESS_ANNOTATION,
+    UNDERLAY_ANNOTATION,
+    VXLAN_MAC_ANNOTATION,
+)
+from palisade.dataplane.ipam import StoreAllocator, lock_path_for
 from palisade.dataplane.linux import (
     Netlink,
     NetlinkError,
@@ -27,8 +33,9 @@ from palisade.dataplane.linux import (
     list_netns,
     netns_exists,
 )
-from palisade.datastore import ResourceKey, Store, open_store
+from palisade.datastore import Store, open_store
 from palisade.model import load_paths
+from palisade.resources import apply_documents
 
 from ._state import LabState, PodRecord, ProcessRecord
 
@@ -38,9 +45,14 @@ DEFAULT_POOL: dict[str, Any] = {
     "apiVersion": "projectcalico.org/v3",
     "kind": "IPPool",
     "metadata": {"name": "pal-lab-pool"},
-    "spec": {"cidr": "10.244.0.0/16", "blockSize": 26},
+    "spec": {"cidr": "10.244.0.0/16", "blockSize": 26, "vxlanMode": "Always"},
 }
 POD_INTERFACE = "eth0"
+MAX_NODES = 64
+UNDERLAY_PREFIX = "192.168.77."  # node i has 192.168.77.<i+1>/24 on its ``ul0``
+UNDERLAY_BRIDGE = "br0"
+UNDERLAY_INTERFACE = "ul0"
+VXLAN_MAC_BASE = "66:70:61:6c:00:"  # locally administered; node i ends in <i+1>
 WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "ReplicaSet", "DaemonSet"})
 IP = shutil.which("ip") or "/usr/sbin/ip"
 NFT = shutil.which("nft") or "/usr/sbin/nft"
@@ -75,15 +87,37 @@ def node_name(index: int) -> str:
     return f"node-{index}"
 
 
-def store_key(document: Mapping[str, Any]) -> ResourceKey:
-    """The datastore key (Kubernetes NetworkPolicy under its group-qualified kind, as
-    ``palisade apply`` stores it)."""
-    key = ResourceKey.of(document)
-    if document.get("kind") == "NetworkPolicy" and str(document.get("apiVersion", "")).startswith(
-        "networking.k8s.io"
-    ):
-        return ResourceKey(KUBERNETES_NETWORK_POLICY_KIND, key.namespace, key.name)
-    return key
+def underlay_address(index: int) -> str:
+    return f"{UNDERLAY_PREFIX}{index + 1}"
+
+
+def node_document(index: int, tunnel_ip: str | None = None) -> dict[str, Any]:
+    """Node ``node-<index>`` as the agents read it: underlay address, VXLAN tunnel address
+    (once IPAM gave one) and the MAC its VXLAN device is to have."""
+    annotations = {
+        UNDERLAY_ANNOTATION: f"{underlay_address(index)}/24",
+        VXLAN_MAC_ANNOTATION: f"{VXLAN_MAC_BASE}{index + 1:02x}",
+    }
+    if tunnel_ip is not None:
+        annotations[TUNNEL_ADDRESS_ANNOTATION] = tunnel_ip
+    name = node_name(index)
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"},
+            "annotations": annotations,
+        },
+    }
+
+
+def _vxlan_pool(documents: Sequence[Mapping[str, Any]]) -> bool:
+    return any(
+        d.get("kind") == "IPPool"
+        and (d.get("spec") or {}).get("vxlanMode") in ("Always", "CrossSubnet")
+        for d in documents
+    )
 
 
 def load_manifests(paths: Sequence[Path]) -> list[dict[str, Any]]:
@@ -365,7 +399,7 @@ def cni_add(state: LabState, key: str, record: PodRecord) -> str:
 
 def _put_all(store: Store, documents: Sequence[Mapping[str, Any]]) -> None:
     if documents:
-        store.apply([(store_key(d), d) for d in documents])
+        apply_documents(store, documents)
 
 
 def up(
@@ -385,9 +419,15 @@ def up(
     it made recorded in the state file for :func:`down`.
     """
     check_lab_id(lab_id)
-    if nodes != 1:
-        raise LabError("only single-node labs are built so far (--nodes 1)")
+    if not 1 <= nodes <= MAX_NODES:
+        raise LabError(f"--nodes {nodes}: a lab has 1 to {MAX_NODES} nodes")
     documents = load_manifests(manifests)
+    pools = [d for d in documents if d.get("kind") == "IPPool"]
+    if nodes > 1 and pools and not _vxlan_pool(pools):
+        raise LabError(
+            "pods on different nodes talk over VXLAN: with --nodes > 1, give an IPPool "
+            "vxlanMode: Always (or leave the IPPool out to get the lab's default)"
+        )
     state_dir = Path(state_dir).absolute()
     if LabState.load(state_dir) is not None:
         raise LabError(f"a lab is already recorded in {state_dir}: run `palisade lab down` first")
@@ -403,8 +443,12 @@ def up(
     node_names = [node_name(i) for i in range(nodes)]
     pods = expand_pods(documents)
     for index, pod in enumerate(pods):
-        node = node_names[index % len(node_names)]
-        pod.setdefault("spec", {})["nodeName"] = node
+        spec = pod.setdefault("spec", {})
+        # A manifest may pin a pod to one of the lab's nodes; the others are spread round-robin.
+        node = spec.get("nodeName")
+        if node not in node_names:
+            node = node_names[index % len(node_names)]
+        spec["nodeName"] = node
         pod.pop("status", None)
         state.pods[pod_key(pod)] = PodRecord(f"{prefix}p{index}", node, None, container_ports(pod))
     for node in node_names:
@@ -414,15 +458,37 @@ def up(
         builder.file(f"store.db{suffix}")
     builder.save()
 
-    stored = [d for d in documents if d.get("kind") != "Pod"]
+    stored = [d for d in documents if d.get("kind") not in ("Pod", "Node")]
     if not any(d.get("kind") == "IPPool" for d in documents):
         stored.append(DEFAULT_POOL)
     with open_store(state.datastore) as store:
-        _put_all(store, [*stored, *pods])
+        _put_all(store, [*stored, *pods, *(node_document(i) for i in range(nodes))])
+        # Each node's VXLAN tunnel address comes from the pool, as calico-node takes it, and
+        # claims the node's first block: the block other nodes route to it.
+        tunnels = []
+        for index, node in enumerate(node_names):
+            allocator = StoreAllocator(store, node, lock_path=lock_path_for(state.datastore))
+            assignment = allocator.assign(
+                f"vxlan-tunnel-addr-{node}", {"type": "vxlanTunnelAddress"}
+            )
+            tunnels.append(node_document(index, str(assignment.ip)))
+        _put_all(store, tunnels)
 
-    for node, netns in state.nodes.items():
+    underlay = f"{prefix}ul"
+    builder.netns(underlay)
+    with Netlink(underlay) as nl:
+        nl.create_bridge(UNDERLAY_BRIDGE)
+        nl.set_up(UNDERLAY_BRIDGE)
+    for index, (node, netns) in enumerate(state.nodes.items()):
         builder.netns(netns)
+        port = f"n{index}"
+        with Netlink(underlay) as nl:
+            nl.create_veth(port, UNDERLAY_INTERFACE, peer_netns=netns)
+            nl.set_master(port, UNDERLAY_BRIDGE)
+            nl.set_up(port)
         with Netlink(netns) as nl:
+            nl.add_address(UNDERLAY_INTERFACE, ip_interface(f"{underlay_address(index)}/24"))
+            nl.set_up(UNDERLAY_INTERFACE)
             nl.set_sysctl("net.ipv4.ip_forward", 1)
         _start_agent(builder, node)
 

@@ -1,0 +1,156 @@
+"""Kernel equals engine equals expectation, on the upstream Kubernetes NetworkPolicy cases.
+
+One lab of three nodes holds the cases' nine pods (``x/a`` … ``z/c``), spread round-robin so
+each node has pods of every namespace and most pairs cross the VXLAN overlay (the rest stay on
+one node). Every pod serves ports 80 and 81 over TCP and UDP. For each step of each case the
+step's namespaces, pods (labels and container ports, as the case's model declares them) and
+NetworkPolicies are applied to the lab's datastore in one transaction, with the case's
+``${ns/pod.ip}`` placeholders replaced by the pods' real addresses, and every TCP and UDP probe
+of the step is made for real from every pod to every pod. The observed matrix must equal the
+expected matrix and the policy engine's matrix of the same documents (the diagonal, a pod to
+itself, is left out as upstream leaves it out). A mismatch is retried for a few seconds, as the
+upstream harness retries, since an agent reports a revision programmed a moment before the
+last transaction is in the kernel at worst. SCTP probes are not made: this kernel has no SCTP
+(the engine-level conformance test covers them).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from palisade import lab
+from palisade.cli._policy import matrix_json
+from palisade.datastore import open_store
+from palisade.policy import Cluster, PolicyEngine, Probe, protocol_number, reachability_matrix
+from palisade.resources import KUBERNETES_NETWORK_POLICY_KIND, apply_documents, store_key
+from tests.shared_data import conformance_cases, conformance_step_documents, load_case
+
+NODES = 3
+RETRY = 8.0  # seconds a mismatching probe is retried
+LAB_PROTOCOLS = ("TCP", "UDP")
+
+
+def _lab_cases() -> list[Path]:
+    """The cases with at least one probe the lab can make."""
+    return [
+        path
+        for path in conformance_cases()
+        if any(
+            probe["protocol"] in LAB_PROTOCOLS
+            for step in load_case(path)["steps"]
+            for probe in step["probes"]
+        )
+    ]
+
+
+def _manifests() -> list[dict[str, Any]]:
+    ports = [
+        {"name": f"serve-{port}-{protocol.lower()}", "containerPort": port, "protocol": protocol}
+        for port in (80, 81)
+        for protocol in LAB_PROTOCOLS
+    ]
+    documents: list[dict[str, Any]] = []
+    for namespace in ("x", "y", "z"):
+        documents.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+        for pod in ("a", "b", "c"):
+            documents.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {"name": pod, "namespace": namespace, "labels": {"pod": pod}},
+                    "spec": {"containers": [{"name": "serve", "image": "echo", "ports": ports}]},
+                }
+            )
+    return documents
+
+
+@pytest.fixture(scope="module")
+def conformance_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab.LabState]:
+    if os.geteuid() != 0:
+        pytest.fail("the lab needs root (network namespaces, nftables); CI runs as root")
+    directory = tmp_path_factory.mktemp("conformance-lab")
+    (directory / "manifests.yaml").write_text(yaml.safe_dump_all(_manifests(), sort_keys=False))
+    state_dir = directory / "state"
+    try:
+        yield lab.up(
+            [directory / "manifests.yaml"],
+            state_dir=state_dir,
+            lab_id=f"c{secrets.token_hex(3)}",
+            nodes=NODES,
+            timeout=60,
+        )
+    finally:
+        lab.down(state_dir)
+
+
+def _off_diagonal(allowed: dict[str, dict[str, bool]]) -> dict[tuple[str, str], bool]:
+    return {(s, d): v for s, row in allowed.items() for d, v in row.items() if s != d}
+
+
+def _apply_step(state: lab.LabState, documents: list[dict[str, Any]]) -> None:
+    """The step's documents in one transaction; NetworkPolicies not in the step deleted."""
+    keep = {store_key(d) for d in documents}
+    with open_store(state.datastore) as store:
+        stale = [
+            item.key
+            for item in store.list(kind=KUBERNETES_NETWORK_POLICY_KIND)
+            if item.key not in keep
+        ]
+        apply_documents(store, documents, deletes=stale)
+
+
+@pytest.mark.root
+def test_the_lab_spreads_the_pods_over_its_nodes(conformance_lab: lab.LabState) -> None:
+    report = lab.status(Path(conformance_lab.state_dir))
+    nodes = {pod["node"] for pod in report["pods"].values()}
+    assert nodes == {f"node-{i}" for i in range(NODES)}
+    assert all(agent["alive"] and agent["programmed"] for agent in report["agents"].values())
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("path", _lab_cases(), ids=lambda p: p.stem)
+def test_lab_matrix_equals_expected_and_engine(conformance_lab: lab.LabState, path: Path) -> None:
+    state = conformance_lab
+    state_dir = Path(state.state_dir)
+    case = load_case(path)
+    ips = {key: str(record.ip) for key, record in state.pods.items()}
+    mismatches: list[str] = []
+    for step in case["steps"]:
+        documents = conformance_step_documents(case, step["index"], ips)
+        _apply_step(state, documents)
+        lab.wait_programmed(state, timeout=30)
+        engine = PolicyEngine(Cluster.from_documents(lab.documents(state_dir)))
+        for probe in step["probes"]:
+            if probe["protocol"] not in LAB_PROTOCOLS:
+                continue
+            spec = f"{probe['port']}/{probe['protocol']}"
+            expected = _off_diagonal(probe["expected"])
+            engine_matrix = matrix_json(
+                reachability_matrix(
+                    engine, [Probe(probe["port"], protocol_number(probe["protocol"]))]
+                ),
+                [spec],
+            )
+            assert _off_diagonal(engine_matrix["probes"][0]["allowed"]) == expected, (
+                f"step {step['index']} {spec}: the engine differs from the expectation"
+            )
+            deadline = time.monotonic() + RETRY
+            while True:
+                observed = _off_diagonal(lab.probe([spec], state_dir)["probes"][0]["allowed"])
+                wrong = sorted(k for k, v in expected.items() if observed.get(k) != v)
+                if not wrong or time.monotonic() > deadline:
+                    break
+            mismatches.extend(
+                f"step {step['index']} {spec} {s}->{d} ({state.pods[s].node}->"
+                f"{state.pods[d].node}): expected {expected[(s, d)]}, kernel {observed[(s, d)]}"
+                for s, d in wrong
+            )
+    assert not mismatches, "\n".join(mismatches[:40])

@@ -11,7 +11,9 @@ lines, whose sets are ORed) and compare, for every probed (protocol, port), with
 ``reachability_matrix``:
 
 (a) every step of every upstream conformance case (``tests/shared_data.py``);
-(b) Kubernetes-only clusters from ``generate_cluster(kubernetes_only=True)``, drawn by hypothesis.
+(b) Kubernetes-only clusters from ``generate_cluster(kubernetes_only=True)``, drawn by hypothesis,
+    with the default policy writer and with ``realistic=True`` (the input of the benchmark's
+    figure (d), which is also checked itself).
 
 Where the two disagree the reason is written down below and the test asserts that *exactly*
 those cells differ. Known disagreements, all NCA-side:
@@ -651,7 +653,27 @@ generated = st.fixed_dictionaries(
 @example(sizes={"seed": 43, "namespaces": 6, "pods": 10, "policies": 8})  # 2: 16 cells
 @example(sizes={"seed": 7, "namespaces": 6, "pods": 10, "policies": 8})  # 1: 12 cells
 def test_nca_agrees_on_generated_kubernetes_policies(sizes: dict[str, int], nca: Path) -> None:
-    documents = generate_cluster(**sizes, tiers=0, kubernetes_only=True)
+    check_generated(generate_cluster(**sizes, tiers=0, kubernetes_only=True), nca)
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(sizes=generated)
+# The benchmark's input (bench/policy_bench.py figure (d)), about 10 s: 169 ipBlock cells and 28
+# key-selector cells, nothing else.
+@example(sizes={"seed": 1, "namespaces": 10, "pods": 200, "policies": 50})
+@example(sizes={"seed": 12, "namespaces": 7, "pods": 41, "policies": 5})  # 1 and 2
+def test_nca_agrees_on_realistic_kubernetes_policies(sizes: dict[str, int], nca: Path) -> None:
+    """The same on ``realistic=True`` policy sets (several rules per policy, both directions,
+    named ports, ranges, UDP/SCTP, ipBlock with except): no disagreement beyond 1 and 2."""
+    documents = generate_cluster(**sizes, tiers=0, kubernetes_only=True, realistic=True)
+    check_generated(documents, nca)
+
+
+def check_generated(documents: Sequence[Mapping[str, Any]], nca: Path) -> None:
     assert {d["kind"] for d in documents} <= {"Namespace", "ServiceAccount", "Pod", "NetworkPolicy"}
     probes = probes_for(documents)
     with tempfile.TemporaryDirectory(prefix="palisade-nca-") as folder:

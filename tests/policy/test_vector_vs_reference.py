@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
@@ -169,6 +170,49 @@ def test_generator_exercises_the_calico_features() -> None:
         "'http'",
     ):
         assert needle in text, needle
+
+
+def test_realistic_kubernetes_policies() -> None:
+    """``realistic=True``: the same topology, NetworkPolicies with what production ones hold;
+    the default writer's output is not affected by the option's existence."""
+    sizes = {"namespaces": 10, "pods": 200, "policies": 50, "tiers": 0, "seed": 1}
+    plain = generate_cluster(**sizes, kubernetes_only=True)
+    realistic = generate_cluster(**sizes, kubernetes_only=True, realistic=True)
+    assert realistic == generate_cluster(**sizes, kubernetes_only=True, realistic=True)
+    assert plain == generate_cluster(**sizes, kubernetes_only=True, realistic=False)
+    topology = [d for d in plain if d["kind"] != "NetworkPolicy"]
+    assert [d for d in realistic if d["kind"] != "NetworkPolicy"] == topology
+    policies = [d for d in realistic if d["kind"] == "NetworkPolicy"]
+    assert len(policies) == 50
+    assert {d["apiVersion"] for d in policies} == {"networking.k8s.io/v1"}
+    rules = [
+        rule
+        for doc in policies
+        for direction in ("ingress", "egress")
+        for rule in doc["spec"].get(direction) or ()
+    ]
+    assert len(rules) / len(policies) >= 2.5  # several rules per policy
+    both = [d for d in policies if d["spec"].get("policyTypes") == ["Ingress", "Egress"]]
+    assert len(both) >= len(policies) / 3
+    text = repr(policies)
+    for needle in (
+        "'operator': 'In'",
+        "'operator': 'NotIn'",
+        "'operator': 'Exists'",
+        "'operator': 'DoesNotExist'",
+        "'except': ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16']",
+        "'endPort':",
+        "'protocol': 'UDP', 'port': 53",
+        "'protocol': 'SCTP'",
+        "'port': 'metrics'",
+        "'port': 'http'",
+        "'kubernetes.io/metadata.name': 'kube-system'",
+    ):
+        assert needle in text, needle
+    peers = [p for rule in rules for p in rule.get("from") or rule.get("to") or ()]
+    assert any("namespaceSelector" in p and "podSelector" in p for p in peers)
+    with pytest.raises(ValueError, match="kubernetes_only"):
+        generate_cluster(**sizes, realistic=True)
 
 
 # --------------------------------------------------------------------------------------------

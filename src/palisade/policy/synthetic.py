@@ -835,6 +835,351 @@ class _KubernetesWriter:
         }
 
 
+class _RealisticKubernetesWriter:
+    """Kubernetes NetworkPolicies as production clusters write them (``realistic=True``).
+
+    Where :class:`_KubernetesWriter` draws each policy as one small pattern (mostly one rule,
+    one peer, one port), real clusters mostly hold per-application policies that lock a
+    workload down in both directions at once (``policyTypes: [Ingress, Egress]``), each with
+    several rules: ingress from the callers (same-namespace tiers, other teams' namespaces by
+    ``namespaceSelector`` + ``podSelector``, the monitoring namespace on the named metrics port,
+    the load balancer's ``ipBlock``), egress to DNS in kube-system (UDP and TCP 53), to the
+    databases and caches (numeric ports), to internal services (named ports, ``endPort``
+    ranges), to log collectors (UDP), to signalling (SCTP) and to the internet (``ipBlock``
+    ``0.0.0.0/0`` except the private ranges, on 443). Selectors mix ``matchLabels`` with
+    ``In``/``NotIn``/``Exists``/``DoesNotExist`` expressions. Next to those: per-namespace
+    default-deny and allow-DNS policies and a few namespace-wide allowances.
+
+    Proportions, per policy: ~12% default deny (half of them both directions), ~8% namespace-wide
+    DNS egress, ~5% namespace-wide ingress (from the same namespace or an ingress controller
+    range), ~75% per-application with 1–4 ingress and 1–5 egress rules (about two thirds of
+    them both directions). ``policyTypes`` is written ``[Ingress, Egress]`` when both are
+    listed (the order ``kubectl`` examples use).
+    """
+
+    def __init__(self, model: _Model, vocab: _Vocabulary, rng: random.Random) -> None:
+        self.model = model
+        self.vocab = vocab
+        self.rng = rng
+
+    # Selectors -------------------------------------------------------------------------
+
+    def app_selector(self, app: _App) -> dict[str, Any]:
+        rng = self.rng
+        roll = rng.random()
+        if roll < 0.5:
+            return {"matchLabels": {"app": app.name}}
+        if roll < 0.65:
+            return {"matchLabels": {"app.kubernetes.io/name": app.name, "tier": app.role}}
+        if roll < 0.8:
+            return {
+                "matchLabels": {"app": app.name},
+                "matchExpressions": [
+                    {"key": "version", "operator": "In", "values": sorted({app.version, "v2"})}
+                ],
+            }
+        if roll < 0.9:
+            return {
+                "matchLabels": {"app": app.name},
+                "matchExpressions": [{"key": "canary", "operator": "DoesNotExist"}],
+            }
+        return {
+            "matchExpressions": [
+                {"key": "app", "operator": "In", "values": [app.name]},
+                {"key": "version", "operator": "NotIn", "values": ["v0"]},
+            ]
+        }
+
+    def role_selector(self, roles: Sequence[str]) -> dict[str, Any]:
+        rng = self.rng
+        if len(roles) == 1 and rng.random() < 0.6:
+            return {"matchLabels": {"tier": roles[0]}}
+        expression: dict[str, Any] = {"key": "tier", "operator": "In", "values": sorted(roles)}
+        if rng.random() < 0.25:
+            return {"matchExpressions": [expression, {"key": "app", "operator": "Exists"}]}
+        return {"matchExpressions": [expression]}
+
+    def namespace_selector(self, namespace: _Namespace) -> dict[str, Any]:
+        rng = self.rng
+        roll = rng.random()
+        team = namespace.labels.get("team")
+        env = namespace.labels.get("env")
+        if roll < 0.45 or team is None:
+            return {"matchLabels": {NAMESPACE_NAME_LABEL: namespace.name}}
+        if roll < 0.65:
+            return {"matchLabels": {"team": team}}
+        if roll < 0.8 and env is not None:
+            return {"matchLabels": {"team": team, "env": env}}
+        if roll < 0.9:
+            others = [t for t in self.vocab.teams if t != team]
+            values = sorted({team, *rng.sample(others, min(1, len(others)))})
+            return {"matchExpressions": [{"key": "team", "operator": "In", "values": values}]}
+        return {
+            "matchLabels": {"team": team},
+            "matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["dev"]}],
+        }
+
+    # Ports -----------------------------------------------------------------------------
+
+    def port_entry(self, spec: _PortSpec) -> dict[str, Any]:
+        """A port a workload serves, named (as in its container spec) or numeric."""
+        rng = self.rng
+        entry: dict[str, Any] = {}
+        if spec.protocol != "TCP" or rng.random() < 0.7:
+            entry["protocol"] = spec.protocol
+        entry["port"] = spec.name if rng.random() < 0.45 else spec.port
+        return entry
+
+    def serving_ports(self, app: _App) -> list[dict[str, Any]]:
+        served = [p for p in app.ports if p.name != "metrics"] or list(app.ports)
+        return [self.port_entry(p) for p in served]
+
+    # Rules -----------------------------------------------------------------------------
+
+    def _callers(self, app: _App) -> list[_App]:
+        wanted = {
+            "frontend": ("frontend",),
+            "backend": ("frontend", "backend", "worker"),
+            "db": ("backend", "worker"),
+            "cache": ("backend", "frontend", "worker"),
+            "worker": ("backend",),
+            "collector": ("frontend", "backend", "db", "cache", "worker"),
+            "signalling": ("backend", "frontend"),
+        }.get(app.role, ("backend",))
+        return [a for a in self.model.apps if a.role in wanted and a is not app]
+
+    def _callees(self, app: _App) -> list[_App]:
+        wanted = {
+            "frontend": ("backend", "cache"),
+            "backend": ("backend", "db", "cache", "collector", "signalling"),
+            "db": ("collector",),
+            "cache": ("collector",),
+            "worker": ("backend", "db", "cache", "collector"),
+            "collector": (),
+            "signalling": ("backend", "collector"),
+        }.get(app.role, ("backend",))
+        return [a for a in self.model.apps if a.role in wanted and a is not app]
+
+    def ingress_rules(self, app: _App) -> list[dict[str, Any]]:
+        rng = self.rng
+        rules: list[dict[str, Any]] = []
+        callers = self._callers(app)
+        local = [a for a in callers if a.namespace == app.namespace]
+        remote = [a for a in callers if a.namespace != app.namespace]
+        count = rng.choices((1, 2, 3, 4), (25, 35, 25, 15))[0]
+        if app.role == "frontend" and rng.random() < 0.6:
+            # From the ingress controller / load balancer subnet, and the internet.
+            rules.append(
+                {
+                    "from": [
+                        {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.244.0.0/16"]}},
+                        {"ipBlock": {"cidr": "0.0.0.0/0", "except": list(_PRIVATE_RANGES)}},
+                    ],
+                    "ports": self.serving_ports(app),
+                }
+            )
+        while len(rules) < count:
+            roll = rng.random()
+            if roll < 0.4 and local:
+                roles = sorted({a.role for a in rng.sample(local, min(len(local), 2))})
+                peers: list[dict[str, Any]] = [{"podSelector": self.role_selector(roles)}]
+                if rng.random() < 0.3:
+                    peers.append({"podSelector": self.app_selector(rng.choice(local))})
+                rules.append({"from": peers, "ports": self.serving_ports(app)})
+            elif roll < 0.7 and remote:
+                caller = rng.choice(remote)
+                peer = {
+                    "namespaceSelector": self.namespace_selector(
+                        self.model.namespace(caller.namespace)
+                    ),
+                    "podSelector": self.app_selector(caller)
+                    if rng.random() < 0.7
+                    else self.role_selector([caller.role]),
+                }
+                rule: dict[str, Any] = {"from": [peer]}
+                if rng.random() < 0.9:
+                    rule["ports"] = self.serving_ports(app)
+                rules.append(rule)
+            elif roll < 0.85:
+                # Metrics scraping from the monitoring namespace, by the named port.
+                rules.append(
+                    {
+                        "from": [
+                            {
+                                "namespaceSelector": {
+                                    "matchLabels": {NAMESPACE_NAME_LABEL: "monitoring"}
+                                },
+                                "podSelector": {"matchLabels": {"app": "prometheus"}},
+                            }
+                        ],
+                        "ports": [{"protocol": "TCP", "port": "metrics"}],
+                    }
+                )
+            elif roll < 0.93:
+                # Any pod of the namespaces of a team or environment, on a port range.
+                rules.append(
+                    {
+                        "from": [
+                            {
+                                "namespaceSelector": {
+                                    "matchExpressions": [
+                                        {
+                                            "key": "env",
+                                            "operator": "In",
+                                            "values": ["prod", "staging"],
+                                        }
+                                    ]
+                                }
+                            }
+                        ],
+                        "ports": [{"protocol": "TCP", "port": 8000, "endPort": 8999}],
+                    }
+                )
+            else:
+                # Health checks from the node network, often written as all of 10/8 (which
+                # holds the pod network too).
+                block: dict[str, Any] = {"cidr": "10.0.0.0/8"}
+                if rng.random() < 0.5:
+                    block["except"] = ["10.244.0.0/16"]
+                rules.append(
+                    {
+                        "from": [{"ipBlock": block}],
+                        "ports": [{"protocol": "TCP", "port": app.ports[0].port}],
+                    }
+                )
+        return rules
+
+    def dns_rule(self) -> dict[str, Any]:
+        rng = self.rng
+        peer: dict[str, Any] = {
+            "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: "kube-system"}}
+        }
+        if rng.random() < 0.7:
+            peer["podSelector"] = {"matchLabels": {"app": "coredns"}}
+        return {
+            "to": [peer],
+            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+        }
+
+    def egress_rules(self, app: _App) -> list[dict[str, Any]]:
+        rng = self.rng
+        rules: list[dict[str, Any]] = []
+        if rng.random() < 0.85:
+            rules.append(self.dns_rule())
+        callees = self._callees(app)
+        count = len(rules) + rng.choices((0, 1, 2, 3, 4), (10, 30, 30, 20, 10))[0]
+        while len(rules) < count:
+            roll = rng.random()
+            if roll < 0.5 and callees:
+                callee = rng.choice(callees)
+                peer: dict[str, Any] = {"podSelector": self.app_selector(callee)}
+                if callee.namespace != app.namespace or rng.random() < 0.2:
+                    peer["namespaceSelector"] = self.namespace_selector(
+                        self.model.namespace(callee.namespace)
+                    )
+                rules.append({"to": [peer], "ports": self.serving_ports(callee)})
+            elif roll < 0.65:
+                rules.append(
+                    {
+                        "to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": list(_PRIVATE_RANGES)}}],
+                        "ports": [{"protocol": "TCP", "port": 443}],
+                    }
+                )
+            elif roll < 0.75:
+                cidrs = rng.sample(_EXTERNAL_RANGES, rng.randint(1, 2))
+                rules.append(
+                    {
+                        "to": [{"ipBlock": {"cidr": c}} for c in cidrs],
+                        "ports": [
+                            {"protocol": "TCP", "port": 443},
+                            {"protocol": "TCP", "port": 8443},
+                        ],
+                    }
+                )
+            elif roll < 0.85:
+                # Logs to the collectors: syslog over UDP, forward over TCP.
+                peer = {
+                    "podSelector": {
+                        "matchExpressions": [
+                            {"key": "tier", "operator": "In", "values": ["collector"]}
+                        ]
+                    }
+                }
+                if rng.random() < 0.6:
+                    peer["namespaceSelector"] = {}
+                ports: list[dict[str, Any]] = [{"protocol": "UDP", "port": 514}]
+                if rng.random() < 0.5:
+                    ports.append({"protocol": "TCP", "port": rng.choice((24224, "forward"))})
+                rules.append({"to": [peer], "ports": ports})
+            elif roll < 0.92:
+                # Internal services on a range (node ports, an app's port block).
+                low, high = rng.choice(((30000, 32767), (8000, 8999), (50000, 50100)))
+                rules.append(
+                    {
+                        "to": [
+                            {
+                                "namespaceSelector": {
+                                    "matchExpressions": [
+                                        {"key": "env", "operator": "NotIn", "values": ["dev"]}
+                                    ]
+                                },
+                                "podSelector": {
+                                    "matchExpressions": [{"key": "app", "operator": "Exists"}]
+                                },
+                            }
+                        ],
+                        "ports": [{"protocol": "TCP", "port": low, "endPort": high}],
+                    }
+                )
+            else:
+                # Signalling over SCTP.
+                rules.append(
+                    {
+                        "to": [{"podSelector": {"matchLabels": {"tier": "signalling"}}}],
+                        "ports": [
+                            {"protocol": "SCTP", "port": 2905},
+                            {"protocol": "UDP", "port": "sip"},
+                        ],
+                    }
+                )
+        return rules
+
+    # Policies --------------------------------------------------------------------------
+
+    def policy(self, name: str, namespace: _Namespace) -> Document:
+        rng = self.rng
+        pattern = rng.random()
+        spec: dict[str, Any]
+        if pattern < 0.12 or not namespace.apps:
+            types = rng.choice((["Ingress"], ["Ingress", "Egress"]))
+            spec = {"podSelector": {}, "policyTypes": types}
+        elif pattern < 0.2:
+            spec = {"podSelector": {}, "policyTypes": ["Egress"], "egress": [self.dns_rule()]}
+        elif pattern < 0.25:
+            peers: list[dict[str, Any]] = [{"podSelector": {}}]
+            if rng.random() < 0.5:
+                peers.append({"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.244.0.0/16"]}})
+            spec = {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": peers}]}
+        else:
+            app = rng.choice(namespace.apps)
+            spec = {"podSelector": self.app_selector(app)}
+            roll = rng.random()
+            types = (
+                ["Ingress", "Egress"] if roll < 0.65 else ["Ingress"] if roll < 0.9 else ["Egress"]
+            )
+            if "Ingress" in types:
+                spec["ingress"] = self.ingress_rules(app)
+            if "Egress" in types:
+                spec["egress"] = self.egress_rules(app)
+            spec["policyTypes"] = types
+        return {
+            "apiVersion": K8S_NETPOL_API,
+            "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": namespace.name},
+            "spec": spec,
+        }
+
+
 # --------------------------------------------------------------------------------------------
 # Entry points
 
@@ -847,15 +1192,25 @@ def generate_cluster(
     tiers: int,
     seed: int,
     kubernetes_only: bool = False,
+    realistic: bool = False,
 ) -> list[dict[str, Any]]:
     """A realistic synthetic cluster as resource documents (Namespace, ServiceAccount, Pod,
     policies and, unless ``kubernetes_only``, Tier, NetworkSet and GlobalNetworkSet).
 
     ``tiers`` Tier resources are created (ignored when ``kubernetes_only``); Calico policies are
     spread over them and the ``default`` tier. Deterministic in all arguments.
+
+    ``realistic`` (only with ``kubernetes_only``) writes the NetworkPolicies as production
+    clusters do (:class:`_RealisticKubernetesWriter`: per-application policies in both
+    directions with several rules each, DNS egress, ipBlock with except, named and numeric
+    ports, ranges, UDP and SCTP) instead of one small pattern per policy. The topology (the
+    Namespace, ServiceAccount and Pod documents) is the same for both; the default output is
+    unchanged.
     """
     if policies < 0 or tiers < 0:
         raise ValueError("policies and tiers must not be negative")
+    if realistic and not kubernetes_only:
+        raise ValueError("realistic policies are Kubernetes NetworkPolicies: pass kubernetes_only")
     rng = random.Random(seed)
     model = _build_model(namespaces, pods, rng)
     documents = _topology_documents(model, rng)
@@ -864,6 +1219,12 @@ def generate_cluster(
     workload_namespaces = [
         ns.name for ns in model.namespaces if ns.name not in ("kube-system", "monitoring")
     ] or [ns.name for ns in model.namespaces]
+    if kubernetes_only and realistic:
+        writer = _RealisticKubernetesWriter(model, vocab, rng)
+        for index in range(policies):
+            target = rng.choice(workload_namespaces)
+            documents.append(writer.policy(f"netpol-{index:04d}", model.namespace(target)))
+        return documents
     if kubernetes_only:
         for index in range(policies):
             target = rng.choice(workload_namespaces)

@@ -13,9 +13,11 @@ is killed in teardown, before the namespaces are deleted.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -38,6 +40,7 @@ from palisade.calc import (
     workload_interface_name,
 )
 from palisade.dataplane.linux import Neighbour, Netlink, Route
+from palisade.dataplane.linux._libnft import available as libnftables_available
 from palisade.dataplane.linux._nft_render import (
     BASE_CHAIN,
     FROM_MAP,
@@ -813,9 +816,39 @@ def test_kernel_verdicts_equal_engine_verdicts(lab: Lab) -> None:
     assert driver.apply() == 0  # in sync: nothing to send
 
 
+BACKENDS = [
+    pytest.param(
+        True,
+        id="libnftables",
+        marks=pytest.mark.skipif(not libnftables_available(), reason="no libnftables.so.1"),
+    ),
+    pytest.param(False, id="nft"),
+]
+
+
+@pytest.fixture
+def closing() -> Iterator[Callable[[NftablesDataplane], NftablesDataplane]]:
+    """Closes the drivers a test makes (ends their libnftables threads), also on failure."""
+    drivers: list[NftablesDataplane] = []
+
+    def register(driver: NftablesDataplane) -> NftablesDataplane:
+        drivers.append(driver)
+        return driver
+
+    try:
+        yield register
+    finally:
+        for driver in drivers:
+            driver.close()
+
+
 @pytest.mark.root
-def test_failed_batch_changes_nothing(netns: Namespaces) -> None:
-    driver = NftablesDataplane(netns.a)
+@pytest.mark.parametrize("libnftables", BACKENDS)
+def test_failed_batch_changes_nothing(
+    netns: Namespaces, closing: Callable[[NftablesDataplane], NftablesDataplane], libnftables: bool
+) -> None:
+    driver = closing(NftablesDataplane(netns.a, libnftables=libnftables))
+    assert driver.backend == ("libnftables" if libnftables else "nft")
     assert _program(driver, DOCUMENTS) > 0
     before = driver.read_table()
     assert before is not None
@@ -842,6 +875,70 @@ def test_failed_batch_changes_nothing(netns: Namespaces) -> None:
     assert _shape(driver.read_table()) == _shape(before)
     driver.on_policy_update(policy_id, good)
     assert driver.apply() == 0  # re-read after the failure: the kernel already has this
+
+
+@pytest.mark.root
+@pytest.mark.skipif(not libnftables_available(), reason="no libnftables.so.1")
+def test_libnftables_and_nft_program_and_list_the_same(
+    netns: Namespaces, closing: Callable[[NftablesDataplane], NftablesDataplane]
+) -> None:
+    """The in-process path and the ``nft`` process path are interchangeable: the same
+    intents give the same table, and both read any table back identically."""
+    documents = generate_cluster(namespaces=3, pods=16, policies=16, tiers=2, seed=5)
+    for document in documents:
+        if document["kind"] == "Pod":
+            document["spec"]["nodeName"] = NODE
+    in_process = closing(NftablesDataplane(netns.a, libnftables=True))
+    spawning = closing(NftablesDataplane(netns.b, libnftables=False))
+    assert _program(in_process, documents) == _program(spawning, documents) > 0
+    assert in_process.last_commands == spawning.last_commands
+    reader_a = closing(NftablesDataplane(netns.a, libnftables=False))
+    reader_b = closing(NftablesDataplane(netns.b, libnftables=True))
+    listing_a = in_process.list_table()
+    assert listing_a is not None and listing_a == reader_a.list_table()
+    assert spawning.list_table() == reader_b.list_table()
+    assert _shape(in_process.read_table()) == _shape(spawning.read_table())
+    assert _shape(in_process.read_table()) == _shape(in_process.desired())
+    assert in_process.read_counters() == reader_a.read_counters()
+    # one driver adopts what the other programmed, without a single change
+    adopting = closing(NftablesDataplane(netns.b, libnftables=True))
+    assert _program(adopting, documents) == 0
+
+
+@pytest.mark.root
+@pytest.mark.skipif(not libnftables_available(), reason="no libnftables.so.1")
+def test_libnftables_thread_runs_in_the_drivers_namespace(
+    netns: Namespaces, closing: Callable[[NftablesDataplane], NftablesDataplane]
+) -> None:
+    def namespace_of_thread(thread_id: int | None) -> int:
+        return os.stat(f"/proc/self/task/{thread_id}/ns/net").st_ino
+
+    driver = closing(NftablesDataplane(netns.a, libnftables=True))
+    assert not _libnft_threads(netns.prefix)  # no thread before the first call
+    assert driver.read_table() is None
+    [thread] = _libnft_threads(netns.a)
+    assert thread.native_id is not None
+    assert namespace_of_thread(thread.native_id) == os.stat(f"/var/run/netns/{netns.a}").st_ino
+    # the caller stays where it was
+    assert namespace_of_thread(threading.get_native_id()) == os.stat("/proc/self/ns/net").st_ino
+    # the table lands in that namespace only
+    driver.run_batch([{"add": {"table": {"family": "inet", "name": "palisade"}}}])
+    other = closing(NftablesDataplane(netns.b, libnftables=True))
+    assert other.read_table() is None and driver.read_table() is not None
+    driver.close()
+    other.close()
+    assert not _libnft_threads(netns.prefix)  # both threads ended
+    assert driver.read_table() is not None  # a closed driver starts a new thread when needed
+    driver.close()
+    # a missing namespace is an error, not an absent table
+    missing = closing(NftablesDataplane(netns.prefix + "gone", libnftables=True))
+    with pytest.raises(NftablesError, match="cannot enter network namespace"):
+        missing.read_table()
+
+
+def _libnft_threads(netns_prefix: str) -> list[threading.Thread]:
+    name = f"palisade-libnftables-{netns_prefix}"
+    return [thread for thread in threading.enumerate() if thread.name.startswith(name)]
 
 
 def _shape(ruleset: Ruleset | None) -> tuple[object, ...]:

@@ -61,8 +61,11 @@ def run_agent(
         datastore_url,
         f"netns {netns}" if netns else "this namespace",
     )
-    with _stop_on_signals(stop):
-        agent.run(stop)
+    try:
+        with _stop_on_signals(stop):
+            agent.run(stop)
+    finally:
+        dataplane.close()
 
 
 class NodeDataplane:
@@ -81,6 +84,10 @@ class NodeDataplane:
         # The route manager compares with the kernel on every apply, so applying is its resync.
         repaired = self.filter.resync()
         return repaired + self.routes.apply().changes
+
+    def close(self) -> None:
+        """End nftables' libnftables thread; the programmed state stays in the kernel."""
+        self.filter.close()
 
 
 class _StatusFile:

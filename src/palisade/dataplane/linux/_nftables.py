@@ -1,10 +1,16 @@
-"""The nftables dataplane for workload endpoints: intents in, one atomic ``nft -j -f -`` out.
+"""The nftables dataplane for workload endpoints: intents in, one atomic JSON batch out.
 
 :class:`NftablesDataplane` implements ``palisade.calc.DataplaneCallbacks``: it keeps the
 desired intents, renders them (``_nft_render``, pure) into the objects of one table of
 Palisade's own, ``inet palisade``, and on :meth:`~NftablesDataplane.apply` sends the smallest
 delta between that and what the kernel has as ONE nft transaction — the kernel commits all of
 it or, if any command fails, none of it. Nobody else's table is ever read or written.
+
+Transactions go through libnftables in process (``_libnft``: a thread inside the node's
+network namespace holds the library's context), which is what ``nft -j -f -`` does minus a
+process spawn per change; where the library cannot be loaded, each transaction spawns
+``ip netns exec NS nft -j -f -`` instead. Both give the same errors (:class:`NftablesError`
+with the equivalent nft command and nft's message).
 
 Chain layout::
 
@@ -69,12 +75,15 @@ import json
 import shutil
 import socket
 import subprocess
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from palisade.calc import EndpointIntent, PolicyIntent, ProfileIntent, SetIntent
 
+from ._libnft import LibnftSession, load_library
+from ._libnft import available as libnftables_available
 from ._nft_render import (
     BASE_CHAIN,
     FAMILY,
@@ -118,13 +127,27 @@ def _nft_binary() -> str:
 class NftablesDataplane:
     """Keeps the desired intents and programs them into ``inet palisade``.
 
-    ``netns``: run nft inside that network namespace (``ip netns exec``); ``None``: here.
+    ``netns``: program the table inside that network namespace; ``None``: in the namespace of
+    the thread that first talks to the kernel. ``libnftables``: ``None`` uses the library in
+    process when it loads and ``nft`` processes otherwise; ``True`` insists on the library,
+    ``False`` always spawns ``nft`` (``ip netns exec NS nft -j ...``).
     Callbacks only record intents; nothing reaches the kernel before :meth:`apply`.
+    :meth:`close` (or ``with``) ends the library's thread.
     """
 
-    def __init__(self, netns: str | None = None, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, netns: str | None = None, *, timeout: float = 30.0, libnftables: bool | None = None
+    ) -> None:
         self.netns = netns
         self.timeout = timeout
+        if libnftables is True:
+            load_library()  # LibnftablesUnavailable if it cannot be used
+        use_library = libnftables is True or (libnftables is None and libnftables_available())
+        self.backend = "libnftables" if use_library else "nft"
+        """``libnftables`` (in process, on a thread inside ``netns``) or ``nft`` (a process per
+        command, the fallback where the library cannot be loaded)."""
+        self._session: LibnftSession | None = None
+        self._session_lock = threading.Lock()
         self.sets: dict[str, SetIntent] = {}
         self.policies: dict[str, PolicyIntent] = {}
         self.profiles: dict[str, ProfileIntent] = {}
@@ -204,16 +227,55 @@ class NftablesDataplane:
 
     # -- nft --------------------------------------------------------------------------------
 
-    def _argv(self, args: Sequence[str]) -> list[str]:
+    def close(self) -> None:
+        """End the libnftables thread (if one runs) and free its context. Idempotent; a later
+        call that needs the kernel starts a new one."""
+        with self._session_lock:
+            session, self._session = self._session, None
+        if session is not None:
+            session.close()
+
+    def __enter__(self) -> NftablesDataplane:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _run(self, args: Sequence[str], stdin: str | None = None) -> str:
+        """What ``nft -j ARGS`` prints (``-f -`` reads ``stdin``); :class:`NftablesError` with
+        nft's message if it fails."""
+        where = [f"netns {self.netns}"] if self.netns else []
+        if self.backend == "libnftables":
+            where.append("libnftables")
+        command = f"nft -j {' '.join(args)}" + (f" ({', '.join(where)})" if where else "")
+        if self.backend == "libnftables":
+            text = stdin if stdin is not None and list(args) == ["-f", "-"] else " ".join(args)
+            return self._run_in_process(command, text)
+        return self._run_subprocess(command, ["-j", *args], stdin)
+
+    def _run_in_process(self, command: str, text: str) -> str:
+        with self._session_lock:
+            if self._session is None:
+                try:
+                    self._session = LibnftSession(self.netns)
+                except OSError as exc:  # no such namespace, or not allowed to enter it
+                    raise NftablesError(
+                        command, f"cannot enter network namespace {self.netns}: {exc}"
+                    ) from exc
+            session = self._session
+        try:
+            result = session.run(text, timeout=self.timeout)
+        except TimeoutError as exc:
+            raise NftablesError(command, f"timed out after {self.timeout} s") from exc
+        if result.status != 0:
+            message = result.error.strip() or result.output.strip()
+            raise NftablesError(command, message or f"status {result.status}")
+        return result.output
+
+    def _run_subprocess(self, command: str, args: Sequence[str], stdin: str | None) -> str:
         argv = [_nft_binary(), *args]
         if self.netns is not None:
             argv = [shutil.which("ip") or "/usr/sbin/ip", "netns", "exec", self.netns, *argv]
-        return argv
-
-    def _run(self, args: Sequence[str], stdin: str | None = None) -> str:
-        argv = self._argv(args)
-        where = f" (netns {self.netns})" if self.netns else ""
-        command = f"nft {' '.join(args)}{where}"
         try:
             completed = subprocess.run(
                 argv,
@@ -234,28 +296,30 @@ class NftablesDataplane:
 
     def run_batch(self, commands: list[Json]) -> None:
         """Send ``commands`` as one ``nft -j -f -`` transaction (all or nothing)."""
-        self._run(["-j", "-f", "-"], json.dumps({"nftables": commands}))
+        self._run(["-f", "-"], json.dumps({"nftables": commands}, separators=(",", ":")))
+
+    def list_table(self) -> Json | None:
+        """``nft -j list table inet palisade`` as parsed JSON; ``None`` if there is no table."""
+        try:
+            output = self._run(["list", "table", FAMILY, TABLE])
+        except NftablesError as exc:
+            # nft's own complaint about the table, not ip's or setns's about the namespace
+            if "Error: No such file or directory" in exc.message:
+                return None
+            raise
+        listing: Json = json.loads(output)
+        return listing
 
     def read_table(self) -> Ruleset | None:
         """The kernel's ``inet palisade`` as a :class:`Ruleset`; ``None`` if there is none."""
-        try:
-            output = self._run(["-j", "list", "table", FAMILY, TABLE])
-        except NftablesError as exc:
-            if "No such file or directory" in exc.message:
-                return None
-            raise
-        return parse_listing(json.loads(output))
+        listing = self.list_table()
+        return None if listing is None else parse_listing(listing)
 
     def read_counters(self) -> list[RuleCounter]:
         """Every rule's packet and byte counters with its chain and comment (attribution)."""
-        try:
-            output = self._run(["-j", "list", "table", FAMILY, TABLE])
-        except NftablesError as exc:
-            if "No such file or directory" in exc.message:
-                return []
-            raise
+        listing = self.list_table()
         found = []
-        for item in json.loads(output).get("nftables", []):
+        for item in listing.get("nftables", []) if listing is not None else []:
             rule = item.get("rule")
             if rule is None:
                 continue

@@ -18,11 +18,22 @@ EXPECTED_FIGURES = [
     r"^\(b\) reachability matrix, TCP 8080 \(\d+x\d+, [\d.]+% allowed\)\s+[\d.]+ s\s+\d+\s+< 10 s",
     r"^flows_from_cluster \([\d,]+ flows\)\s+[\d.]+ s",
     r"^\(c\) batch verdicts \([\d,]+ flows in [\d.]+ s, [\d.]+% allowed\)\s+[\d,]+ flows/s",
-    r"^\(d\) nca --connectivity, per pod pair \(\d+ ns, \d+ pods, \d+ policies\)\s+[\d.]+ s",
-    r"^\(d\) nca --connectivity, default output \(firewall rules\)\s+[\d.]+ s",
-    r"^\(d\) palisade load\+compile\+all-ports connectivity \(\d+ port classes\)\s+[\d.]+ s",
-    r"^\(d\) speed-up nca per pod pair / palisade\s+[\d,.]+x",
-    r"^\(d\) speed-up nca default output / palisade\s+[\d,.]+x",
+    *(
+        pattern.replace("GEN", generator)
+        for generator in ("plain", "realistic")
+        for pattern in (
+            r"^\(d\) nca --connectivity, per pod pair \(\d+ ns, \d+ pods, \d+ policies, "
+            r"generator: GEN\)\s+[\d.]+ s",
+            r"^\(d\) nca --connectivity, default output \(firewall rules; GEN\)\s+[\d.]+ s",
+            r"^\(d\) palisade load\+compile\+all-ports connectivity \(\d+ port classes; GEN\)"
+            r"\s+[\d.]+ s",
+            r"^\(d\) palisade, the same in a fresh interpreter \(start-up included; GEN\)"
+            r"\s+[\d.]+ s",
+            r"^\(d\) speed-up nca per pod pair / palisade \(GEN\)\s+[\d,.]+x",
+            r"^\(d\) speed-up nca default output / palisade \(GEN\)\s+[\d,.]+x",
+            r"^\(d\) speed-up nca per pod pair / palisade fresh interpreter \(GEN\)\s+[\d,.]+x",
+        )
+    ),
 ]
 
 

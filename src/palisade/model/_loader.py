@@ -164,8 +164,90 @@ class LoadResult:
 _SafeLoaderBase: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+class _Fallback(Exception):
+    """The fast constructor met something only the full one handles (a recursive alias)."""
+
+
+_STR_TAG = "tag:yaml.org,2002:str"
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_IN_PROGRESS = object()
+# Scalars whose safe constructors are plain functions of the node (no state, no generators).
+_PLAIN_SCALAR_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}" for name in ("null", "bool", "int", "float")
+)
+
+
 class _YamlLoader(_SafeLoaderBase):  # type: ignore[valid-type,misc]
-    """Safe YAML with only JSON-compatible values; timestamps stay strings, as in Kubernetes."""
+    """Safe YAML with only JSON-compatible values; timestamps stay strings, as in Kubernetes.
+
+    Two shortcuts, for speed only (the values are those of PyYAML's safe constructor):
+    implicit tags are resolved once per distinct (scalar, style) in a loader (a document dump
+    repeats its keys and many values), and plain strings, mappings and sequences are built
+    directly from the nodes, everything else (numbers, booleans, null, merge keys, rejected
+    tags) by the safe constructor itself.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._resolved: dict[tuple[str, Any], str] = {}
+
+    def resolve(self, kind: type[Node], value: Any, implicit: Any) -> str:
+        if kind is ScalarNode:
+            key = (value, implicit)
+            tag = self._resolved.get(key)
+            if tag is None:
+                tag = self._resolved[key] = super().resolve(kind, value, implicit)
+            return tag
+        return super().resolve(kind, value, implicit)  # type: ignore[no-any-return]
+
+    def construct_document(self, node: Node) -> Any:
+        try:
+            data = self._build(node, {})
+        except _Fallback:
+            return super().construct_document(node)
+        # What the safe constructor's construct_document resets after each document.
+        self.constructed_objects: dict[Node, Any] = {}
+        self.recursive_objects: dict[Node, None] = {}
+        self.deep_construct = False
+        return data
+
+    def _build(self, node: Node, built: dict[int, Any]) -> Any:
+        cls = node.__class__
+        tag = node.tag
+        if cls is ScalarNode:
+            if tag == _STR_TAG:
+                return node.value
+            if tag in _PLAIN_SCALAR_TAGS:
+                return self.yaml_constructors[tag](self, node)
+            return self.construct_object(node, deep=True)
+        if cls is MappingNode and tag == _MAP_TAG:
+            done = built.get(id(node))
+            if done is not None:
+                if done is _IN_PROGRESS:
+                    raise _Fallback
+                return done
+            pairs = node.value
+            for key, _ in pairs:
+                if key.__class__ is not ScalarNode or key.tag != _STR_TAG:
+                    raise _Fallback  # merge keys, non-string keys: the full constructor
+            built[id(node)] = _IN_PROGRESS
+            build = self._build
+            mapping = {key.value: build(value, built) for key, value in pairs}
+            built[id(node)] = mapping
+            return mapping
+        if cls is SequenceNode and tag == _SEQ_TAG:
+            done = built.get(id(node))
+            if done is not None:
+                if done is _IN_PROGRESS:
+                    raise _Fallback
+                return done
+            built[id(node)] = _IN_PROGRESS
+            build = self._build
+            sequence = [build(item, built) for item in node.value]
+            built[id(node)] = sequence
+            return sequence
+        raise _Fallback
 
 
 _YamlLoader.yaml_implicit_resolvers = {

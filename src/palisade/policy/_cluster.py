@@ -23,6 +23,7 @@ from ._translate import (
     compile_calico_policy,
     compile_cluster_policy,
     compile_k8s_policy,
+    compile_memo,
     compile_profile,
     container_named_ports,
     effective_labels,
@@ -136,6 +137,10 @@ class _Builder:
         return [d for d in self.documents if d.get("kind") in kinds]
 
     def build(self) -> Cluster:
+        with compile_memo():
+            return self._build()
+
+    def _build(self) -> Cluster:
         cluster = self.cluster
         for doc in self._of_kind("Namespace"):
             name = str(_meta(doc).get("name"))
@@ -238,12 +243,10 @@ class _Builder:
 
     def _build_pods(self) -> None:
         pods = self._pod_documents()
-        used: set[IPAddress] = set()
-        for doc, _ in pods:
-            for ip in self._pod_ips(doc):
-                used.add(ip)
+        pod_ips = [self._pod_ips(doc) for doc, _ in pods]
+        used: set[IPAddress] = {ip for ips in pod_ips for ip in ips}
         allocator = (ip for ip in self.pod_cidr.hosts() if ip not in used)
-        for doc, generate_name in pods:
+        for (doc, generate_name), ips in zip(pods, pod_ips, strict=True):
             meta = _meta(doc)
             spec = _spec(doc)
             status = doc.get("status") or {}
@@ -258,7 +261,6 @@ class _Builder:
             if service_account:
                 profiles.append(self._service_account_profile(namespace, service_account))
             own = pod_own_labels(_str_map(meta.get("labels")), namespace, service_account)
-            ips = self._pod_ips(doc)
             if not ips:
                 try:
                     ips = (next(allocator),)

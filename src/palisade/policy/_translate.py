@@ -14,7 +14,9 @@ on Python attribute names. It does what Calico's update processors and Kubernete
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,11 +84,44 @@ def _quote(value: str) -> str:
     return f"'{value}'" if "'" not in value else f'"{value}"'
 
 
-def _parse(text: str, where: str) -> Selector:
+# Memos for one compilation of a cluster (see :func:`compile_memo`): selectors and entity
+# rules repeat across the policies of a cluster (the same peers, DNS and monitoring rules,
+# namespace terms), and compiling them is pure. Nothing is kept between compilations.
+_MEMO: ContextVar[dict[object, Any] | None] = ContextVar("palisade_translate_memo", default=None)
+
+
+@contextmanager
+def compile_memo() -> Iterator[None]:
+    """Share compiled selectors and entity rules between the policies compiled inside."""
+    token = _MEMO.set({})
     try:
-        return parse(text)
+        yield
+    finally:
+        _MEMO.reset(token)
+
+
+def _freeze(value: Any) -> Any:
+    """A hashable image of a document fragment (mappings, lists, scalars), types kept."""
+    if isinstance(value, Mapping):
+        return (dict, tuple((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return (list, tuple(_freeze(v) for v in value))
+    return (type(value), value)
+
+
+def _parse(text: str, where: str) -> Selector:
+    memo = _MEMO.get()
+    if memo is not None:
+        cached = memo.get(("selector", text))
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+    try:
+        selector = parse(text)
     except SelectorError as exc:
         raise TranslationError(f"{where}: invalid selector {text!r}: {exc}") from None
+    if memo is not None:
+        memo[("selector", text)] = selector
+    return selector
 
 
 def parse_net(text: str) -> IPNetwork:
@@ -187,6 +222,21 @@ def compile_entity(entity: Mapping[str, Any] | None, scope: _Scope, where: str) 
     """An EntityRule with the selector scoping of spec 4.5."""
     if not entity:
         return EntityMatch()
+    memo = _MEMO.get()
+    if memo is None:
+        return _compile_entity(entity, scope, where)
+    try:
+        key = ("entity", scope.namespace, _freeze(entity))
+        hash(key)
+    except TypeError:  # an unhashable scalar somewhere: compile without the memo
+        return _compile_entity(entity, scope, where)
+    cached: EntityMatch | None = memo.get(key)
+    if cached is None:
+        cached = memo[key] = _compile_entity(entity, scope, where)
+    return cached
+
+
+def _compile_entity(entity: Mapping[str, Any], scope: _Scope, where: str) -> EntityMatch:
     sa_part: Selector | None = None
     service_accounts = entity.get("serviceAccounts")
     if service_accounts:

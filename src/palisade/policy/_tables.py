@@ -46,8 +46,11 @@ class SignatureEvaluator:
         self.width = self.signatures * peers.size
         self.full = (1 << self.width) - 1
         self._peer_bits: dict[tuple[int, Direction], int] = {}
-        self._local_columns: dict[tuple[int, Direction], npt.NDArray[np.bool_]] = {}
+        self._local_columns: dict[tuple[EntityMatch, bool, bool], npt.NDArray[np.bool_]] = {}
         self._local_bits: dict[bytes, int] = {}
+        # Equal entities recur across rules and policies (the same DNS, monitoring or
+        # namespace peer); their matrices are computed once per evaluator.
+        self._entity_cache: dict[tuple[EntityMatch, bool, bool], npt.NDArray[np.bool_]] = {}
         self._index = {id(e): i for i, e in enumerate(peers.endpoints) if e is not None}
 
     # -- building blocks ------------------------------------------------------------------
@@ -89,7 +92,20 @@ class SignatureEvaluator:
     ) -> npt.NDArray[np.bool_]:
         """[signature, peer]: the entity matches the peer's address (and, where the port is the
         signature's, its port). Without a known port (ephemeral source ports), `ports` never
-        match and `notPorts` never exclude."""
+        match and `notPorts` never exclude. Shared between equal entities: do not modify."""
+        key = (entity, port_known, is_destination)
+        matrix = self._entity_cache.get(key)
+        if matrix is None:
+            matrix = self._entity_matrix(
+                entity, port_known=port_known, is_destination=is_destination
+            )
+            matrix.flags.writeable = False
+            self._entity_cache[key] = matrix
+        return matrix
+
+    def _entity_matrix(
+        self, entity: EntityMatch, *, port_known: bool, is_destination: bool
+    ) -> npt.NDArray[np.bool_]:
         peers = self.peers
         base = peers.address_mask(entity)
         matrix = np.broadcast_to(base, (self.signatures, peers.size)).copy()
@@ -120,21 +136,23 @@ class SignatureEvaluator:
                 matrix = self.entity_matrix(rule.destination, port_known=True, is_destination=True)
             else:
                 matrix = self.entity_matrix(rule.source, port_known=False, is_destination=False)
-            matrix &= self._protocol_ok(rule)[:, None]
-            bits = self._to_bits(matrix)
+            bits = self._to_bits(matrix & self._protocol_ok(rule)[:, None])
             self._peer_bits[key] = bits
         return bits
 
     def _local(self, rule: CompiledRule, direction: Direction, index: int) -> int:
         """The signatures (as whole peer blocks) for which the rule's local side matches."""
-        key = (id(rule), direction)
+        if direction is Direction.EGRESS:
+            key = (rule.source, False, False)
+        else:
+            key = (rule.destination, True, True)
         columns = self._local_columns.get(key)
         if columns is None:
             # [signature, local]: the same entity machinery, with the locals as the universe.
-            if direction is Direction.EGRESS:
-                columns = self.entity_matrix(rule.source, port_known=False, is_destination=False)
-            else:
-                columns = self.entity_matrix(rule.destination, port_known=True, is_destination=True)
+            entity, port_known, is_destination = key
+            columns = self.entity_matrix(
+                entity, port_known=port_known, is_destination=is_destination
+            )
             columns = np.ascontiguousarray(columns.T)
             self._local_columns[key] = columns
         column = columns[index]

@@ -18,11 +18,11 @@ import hashlib
 import ipaddress
 import json
 import socket
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import product
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from palisade.calc import (
     EndpointIntent,
@@ -53,6 +53,7 @@ MARK_ALLOW = 0x00010000
 MARK_DENY = 0x00020000
 MARK_PASS = 0x00030000
 _MARK_BY_ACTION = {Action.ALLOW: MARK_ALLOW, Action.DENY: MARK_DENY, Action.PASS: MARK_PASS}
+assert MARK_DENY & MARK_PASS and not MARK_DENY & MARK_PASS & MARK_ALLOW  # see the profiles deny
 
 PORT_PROTOCOLS = (6, 17, 33, 132, 136)  # tcp, udp, dccp, sctp, udplite: ports at bytes 0-3
 _PROTOCOL_NUMBERS = {
@@ -178,6 +179,41 @@ def _collapse(
     )
 
 
+@lru_cache(maxsize=1 << 17)
+def _member_range(member: str) -> tuple[int, int, int]:
+    """``10.0.0.0/24`` → (4, first address, last address) as integers. Cached: the same pod
+    address is a member of many sets, and parsing it is most of what rendering a set costs."""
+    network = ipaddress.ip_network(member, strict=False)
+    first = int(network.network_address)
+    return network.version, first, first + network.num_addresses - 1
+
+
+def _collapsed_members(members: Iterable[str], version: int) -> frozenset[str]:
+    """``str`` of each network ``ipaddress.collapse_addresses`` gives for the members of one
+    family, computed on integers: overlapping and adjacent ranges merge, and each merged range
+    is cut into the fewest aligned blocks (the one minimal CIDR cover of a range)."""
+    ranges = sorted(
+        (first, last) for family, first, last in map(_member_range, members) if family == version
+    )
+    bits = 32 if version == 4 else 128
+    merged: list[list[int]] = []
+    for first, last in ranges:
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], last)
+        else:
+            merged.append([first, last])
+    address = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+    blocks = []
+    for first, last in merged:
+        while first <= last:
+            aligned = (first & -first).bit_length() - 1 if first else bits
+            fits = (last - first + 1).bit_length() - 1
+            size = min(aligned, fits)
+            blocks.append(f"{address(first)}/{bits - size}")
+            first += 1 << size
+    return frozenset(blocks)
+
+
 def _parse_named_port(
     member: str,
 ) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int, int]:
@@ -203,9 +239,8 @@ def render_sets(set_id: str, intent: SetIntent) -> list[NftSet]:
     """One IPv4 and one IPv6 set per intent, so a rule's family variant always has its set."""
     result = []
     if isinstance(intent, IPSetIntent):
-        networks = [ipaddress.ip_network(m, strict=False) for m in intent.members]
         for version, address_type in ((4, "ipv4_addr"), (6, "ipv6_addr")):
-            elements = frozenset(str(n) for n in _collapse(networks, version))
+            elements = _collapsed_members(intent.members, version)
             result.append(NftSet(set_name(set_id, version), (address_type,), True, elements))
         return result
     parsed = [_parse_named_port(m) for m in intent.members]
@@ -218,10 +253,11 @@ def render_sets(set_id: str, intent: SetIntent) -> list[NftSet]:
 
 def set_element_json(nft_set: NftSet, element: str) -> Any:
     if len(nft_set.type) == 1:
-        network = ipaddress.ip_network(element)
-        if network.prefixlen == network.max_prefixlen:
-            return str(network.network_address)
-        return {"prefix": {"addr": str(network.network_address), "len": network.prefixlen}}
+        # Elements are normalised already (``str`` of a network), so the text splits as is.
+        address, _, length = element.partition("/")
+        if int(length) == (32 if nft_set.type[0] == "ipv4_addr" else 128):
+            return address
+        return {"prefix": {"addr": address, "len": int(length)}}
     address, protocol, port = element.split(" ")
     return {"concat": [address, int(protocol), int(port)]}
 
@@ -492,9 +528,14 @@ def _endpoint_rules(endpoint: EndpointIntent, ingress: bool) -> tuple[NftRule, .
     def decide(stage: str, pass_denies: bool) -> None:
         is_allowed = _match(_mark_bits(), MARK_ALLOW)
         rules.append(_rule(f"{who} {stage} allow", [is_allowed, _COUNTER, _set_mark(0), allow]))
-        denied = [MARK_DENY, MARK_PASS] if pass_denies else [MARK_DENY]
-        right: Any = denied[0] if len(denied) == 1 else {"set": denied}
-        rules.append(_rule(f"{who} {stage} deny", [_match(_mark_bits(), right), _COUNTER, _DROP]))
+        if pass_denies:
+            # Deny or Pass: the one bit both set (Allow and "no verdict" leave it clear). A
+            # bit test, not ``mark & MASK in {deny, pass}``: every such anonymous set costs
+            # the kernel a walk of the whole transaction on a full load, twice per endpoint.
+            denied = _match({"&": [_meta("mark"), MARK_DENY & MARK_PASS]}, MARK_DENY & MARK_PASS)
+        else:
+            denied = _match(_mark_bits(), MARK_DENY)
+        rules.append(_rule(f"{who} {stage} deny", [denied, _COUNTER, _DROP]))
 
     no_verdict = _match(_mark_bits(), 0)
     for tier in endpoint.ingress_tiers if ingress else endpoint.egress_tiers:
@@ -560,21 +601,49 @@ def render_base_chain() -> NftChain:
 _BASE = render_base_chain()
 
 
+_Rendered = TypeVar("_Rendered")
+
+
+class _RenderCache(Generic[_Rendered]):
+    """One kind of intent, each rendered once and kept while the intent stays the same."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[object, list[_Rendered]]] = {}
+
+    def refresh(
+        self, intents: Mapping[str, Any], render: Callable[[str, Any], list[_Rendered]]
+    ) -> bool:
+        """Re-render what changed, forget what went; whether anything did. Allocates nothing
+        for an unchanged intent, so a large node's unchanged state costs a dict lookup each."""
+        changed = False
+        if len(self.entries) != len(intents) or self.entries.keys() != intents.keys():
+            for key in self.entries.keys() - intents.keys():
+                del self.entries[key]
+                changed = True
+        for key, intent in intents.items():
+            hit = self.entries.get(key)
+            if hit is not None and (hit[0] is intent or hit[0] == intent):
+                continue
+            self.entries[key] = (intent, render(key, intent))
+            changed = True
+        return changed
+
+
 class RulesetRenderer:
     """:func:`render_ruleset` with memory: each intent is rendered once and its objects reused
     while the intent stays the same, so after one change only that change is re-rendered (and
-    the unchanged chains are the same objects, which :func:`delta_commands` skips at once)."""
+    the unchanged chains are the same objects, which :func:`delta_commands` skips at once).
+
+    The dicts of a returned :class:`Ruleset` are never changed afterwards; a kind of object
+    (sets, chains, maps) whose intents did not change is the very same dict as last time.
+    """
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[str, str], tuple[object, list[Any]]] = {}
-
-    def _cached(self, kind: str, key: str, intent: object, render: Any, *args: Any) -> list[Any]:
-        hit = self._cache.get((kind, key))
-        if hit is not None and (hit[0] is intent or hit[0] == intent):
-            return hit[1]
-        rendered: list[Any] = render(*args)
-        self._cache[(kind, key)] = (intent, rendered)
-        return rendered
+        self._sets: _RenderCache[NftSet] = _RenderCache()
+        self._policies: _RenderCache[NftChain] = _RenderCache()
+        self._profiles: _RenderCache[NftChain] = _RenderCache()
+        self._endpoints: _RenderCache[NftChain] = _RenderCache()
+        self._last: Ruleset | None = None
 
     def render(
         self,
@@ -583,34 +652,44 @@ class RulesetRenderer:
         profiles: Mapping[str, ProfileIntent],
         endpoints: Mapping[str, EndpointIntent],
     ) -> Ruleset:
-        live = {("set", k) for k in sets} | {("policy", k) for k in policies}
-        live |= {("profile", k) for k in profiles} | {("endpoint", k) for k in endpoints}
-        for stale in set(self._cache) - live:
-            del self._cache[stale]
-        nft_sets: dict[str, NftSet] = {}
-        for set_id, set_intent in sets.items():
-            rendered_sets = self._cached("set", set_id, set_intent, render_sets, set_id, set_intent)
-            nft_sets.update((s.name, s) for s in rendered_sets)
-        chains: dict[str, NftChain] = {}
-        for policy_id, policy in policies.items():
-            rendered = self._cached("policy", policy_id, policy, render_policy, policy)
-            chains.update((c.name, c) for c in rendered)
-        for profile_id, profile in profiles.items():
-            rendered = self._cached("profile", profile_id, profile, render_profile, profile)
-            chains.update((c.name, c) for c in rendered)
-        from_map: dict[str, str] = {}
-        to_map: dict[str, str] = {}
-        for endpoint_id, endpoint in endpoints.items():
-            if endpoint.interface is None:
-                continue  # nothing to dispatch on; the endpoint has no traffic here
-            to_chain, from_chain = self._cached(
-                "endpoint", endpoint_id, endpoint, render_endpoint, endpoint
-            )
-            chains[to_chain.name] = to_chain
-            chains[from_chain.name] = from_chain
-            to_map[endpoint.interface] = to_chain.name
-            from_map[endpoint.interface] = from_chain.name
-        return Ruleset(nft_sets, chains, {FROM_MAP: from_map, TO_MAP: to_map}, _BASE)
+        # an endpoint without an interface has nothing to dispatch on: no traffic here
+        dispatched = {k: e for k, e in endpoints.items() if e.interface is not None}
+        sets_changed = self._sets.refresh(sets, render_sets)
+        chains_changed = self._policies.refresh(policies, lambda _, p: render_policy(p))
+        chains_changed |= self._profiles.refresh(profiles, lambda _, p: render_profile(p))
+        endpoints_changed = self._endpoints.refresh(dispatched, lambda _, e: render_endpoint(e))
+        last = self._last
+        if last is not None and not (sets_changed or chains_changed or endpoints_changed):
+            return last
+        if last is not None and not sets_changed:
+            nft_sets = last.sets
+        else:
+            nft_sets = {}
+            for _, rendered_sets in self._sets.entries.values():
+                for nft_set in rendered_sets:
+                    nft_sets[nft_set.name] = nft_set
+        maps = last.maps if last is not None and not endpoints_changed else None
+        if last is not None and not (chains_changed or endpoints_changed):
+            chains = last.chains
+        else:
+            chains = {}
+            for cache in (self._policies, self._profiles):
+                for _, rendered in cache.entries.values():
+                    for chain in rendered:
+                        chains[chain.name] = chain
+            from_map: dict[str, str] = {}
+            to_map: dict[str, str] = {}
+            for endpoint, (to_chain, from_chain) in self._endpoints.entries.values():
+                assert isinstance(endpoint, EndpointIntent) and endpoint.interface is not None
+                chains[to_chain.name] = to_chain
+                chains[from_chain.name] = from_chain
+                to_map[endpoint.interface] = to_chain.name
+                from_map[endpoint.interface] = from_chain.name
+            if maps is None:
+                maps = {FROM_MAP: from_map, TO_MAP: to_map}
+        assert maps is not None
+        self._last = Ruleset(nft_sets, chains, maps, _BASE)
+        return self._last
 
 
 def render_ruleset(
@@ -693,20 +772,29 @@ def delta_commands(actual: Ruleset, desired: Ruleset, create_table: bool) -> lis
     commands: list[Json] = []
     if create_table:
         commands.append(table_command("add"))
+    # Unchanged objects are usually the very same objects (the renderer reuses them), so the
+    # scans below cost a dict lookup per object and sort only what differs.
+    touched_sets = sorted(
+        name for name, nft_set in desired.sets.items() if actual.sets.get(name) is not nft_set
+    )
     replaced_sets = {
         name
-        for name, nft_set in desired.sets.items()
+        for name in touched_sets
         if name in actual.sets
-        and (actual.sets[name].type, actual.sets[name].interval) != (nft_set.type, nft_set.interval)
+        and (actual.sets[name].type, actual.sets[name].interval)
+        != (desired.sets[name].type, desired.sets[name].interval)
     }
-    changed = [
-        chain
-        for name, chain in sorted(desired.chains.items())
-        if name not in actual.chains
-        or (actual.chains[name] is not chain and actual.chains[name].signature != chain.signature)
-        or _references(chain, replaced_sets)
-    ]
-    removed = [chain for name, chain in sorted(actual.chains.items()) if name not in desired.chains]
+    changed = sorted(
+        (
+            chain
+            for name, chain in desired.chains.items()
+            if (old_chain := actual.chains.get(name)) is None
+            or (old_chain is not chain and old_chain.signature != chain.signature)
+            or _references(chain, replaced_sets)
+        ),
+        key=lambda chain: chain.name,
+    )
+    removed = [actual.chains[name] for name in sorted(actual.chains.keys() - desired.chains.keys())]
     # 1. empty every chain about to be rewritten or removed, so nothing still refers to what
     #    changes below (all within one transaction: no packet sees the empty chains)
     for chain in changed:
@@ -717,13 +805,12 @@ def delta_commands(actual: Ruleset, desired: Ruleset, create_table: bool) -> lis
     # 2. sets: replace those whose type drifted, create new ones, change contents
     for name in sorted(replaced_sets):
         commands.append({"delete": _ref("set", name=name)})
-    for name, nft_set in sorted(desired.sets.items()):
+    for name in touched_sets:
+        nft_set = desired.sets[name]
         old = actual.sets.get(name)
         if old is None or name in replaced_sets:
             commands.append({"add": set_object(nft_set)})
             before: frozenset[str] = frozenset()
-        elif old is nft_set:
-            continue
         else:
             before = old.elements
         for verb, elements in (
@@ -734,9 +821,8 @@ def delta_commands(actual: Ruleset, desired: Ruleset, create_table: bool) -> lis
             if command is not None:
                 commands.append(command)
     # 3. chains: create all first, so every jump target exists, then fill them
-    for name in sorted(desired.chains):
-        if name not in actual.chains:
-            commands.append({"add": chain_object(name)})
+    for name in sorted(desired.chains.keys() - actual.chains.keys()):
+        commands.append({"add": chain_object(name)})
     for chain in changed:
         commands.extend(rule_command(chain.name, rule) for rule in chain.rules)
     # 4. dispatch maps
@@ -744,6 +830,8 @@ def delta_commands(actual: Ruleset, desired: Ruleset, create_table: bool) -> lis
         if name not in actual.maps:
             commands.append({"add": map_object(name)})
         before_map = actual.maps.get(name, {})
+        if before_map == entries:
+            continue
         stale = {k: v for k, v in before_map.items() if entries.get(k) != v}
         fresh = {k: v for k, v in entries.items() if before_map.get(k) != v}
         for verb, part in (("delete", stale), ("add", fresh)):
@@ -763,7 +851,7 @@ def delta_commands(actual: Ruleset, desired: Ruleset, create_table: bool) -> lis
         commands.append({"delete": _ref("chain", name=chain.name)})
     for name in sorted(set(actual.maps) - set(desired.maps)):
         commands.append({"delete": _ref("map", name=name)})
-    for name in sorted(set(actual.sets) - set(desired.sets)):
+    for name in sorted(actual.sets.keys() - desired.sets.keys()):
         commands.append({"delete": _ref("set", name=name)})
     return commands
 

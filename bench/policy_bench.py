@@ -308,14 +308,9 @@ def nca_figures(nca: Path, scale: Scale, generator: str) -> list[Row]:
 # --------------------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a small smoke run")
-    parser.add_argument("--skip-nca", action="store_true", help="leave out figure (d)")
-    args = parser.parse_args(argv)
-    scale = QUICK if args.quick else FULL
+def engine_figures(scale: Scale) -> list[Row]:
+    """Figures (a) to (c), on the large generated cluster."""
     rows: list[Row] = []
-
     documents = generate_cluster(
         namespaces=scale.namespaces,
         pods=scale.pods,
@@ -325,8 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     compile_time, _, cluster = timed(lambda: Cluster.from_documents(documents), scale.runs)
     if cluster.problems:
-        print("\n".join(cluster.problems), file=sys.stderr)
-        return 1
+        raise SystemExit("\n".join(cluster.problems))
     rows.append(
         Row(
             f"cluster compile ({len(documents)} documents, {len(cluster.policies)} policies)",
@@ -382,6 +376,21 @@ def main(argv: list[str] | None = None) -> int:
             "ok" if throughput >= 5_000_000 else "MISSED",
         )
     )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--skip-nca", action="store_true", help="leave out figure (d)")
+    group.add_argument("--nca-only", action="store_true", help="only figure (d)")
+    args = parser.parse_args(argv)
+    scale = QUICK if args.quick else FULL
+    rows: list[Row] = []
+
+    if not args.nca_only:
+        rows.extend(engine_figures(scale))
 
     # (d)
     if args.skip_nca:
@@ -398,10 +407,19 @@ def main(argv: list[str] | None = None) -> int:
         for generator in GENERATORS:
             rows.extend(nca_figures(nca, scale, generator))
 
+    if args.nca_only:
+        inputs = (
+            f"generate_cluster(namespaces={scale.nca_namespaces}, pods={scale.nca_pods}, "
+            f"policies={scale.nca_policies}, kubernetes_only=True, realistic=False|True, "
+            f"seed={SEED})"
+        )
+    else:
+        inputs = (
+            f"generate_cluster(namespaces={scale.namespaces}, pods={scale.pods}, "
+            f"policies={scale.policies}, tiers={scale.tiers}, seed={SEED})"
+        )
     print_table(
-        f"Palisade policy benchmark{' (--quick)' if args.quick else ''}: "
-        f"generate_cluster(namespaces={scale.namespaces}, pods={scale.pods}, "
-        f"policies={scale.policies}, tiers={scale.tiers}, seed={SEED}); "
+        f"Palisade policy benchmark{' (--quick)' if args.quick else ''}: {inputs}; "
         f"python {sys.version.split()[0]}",
         rows,
     )

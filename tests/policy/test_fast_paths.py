@@ -48,6 +48,7 @@ YAML_CASES = [
     "tagged: !!str 42\nset: !!set {a, b}\n",
     "unknown: !custom {a: 1}\n",
     "dup: 1\ndup: 2\n",
+    "a: \"1\"\nb: 1\nc: 'true'\nd: true\ne: !!str 5\nf: ! 5\ng: ! x\n",
     "--- {a: 1}\n--- [b]\n--- c\n---\n",
 ]
 

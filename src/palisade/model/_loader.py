@@ -190,14 +190,15 @@ class _YamlLoader(_SafeLoaderBase):  # type: ignore[valid-type,misc]
 
     def __init__(self, stream: Any) -> None:
         super().__init__(stream)
-        self._resolved: dict[tuple[str, Any], str] = {}
+        self._resolved: dict[str, str] = {}  # plain scalar → tag
 
     def resolve(self, kind: type[Node], value: Any, implicit: Any) -> str:
-        if kind is ScalarNode:
-            key = (value, implicit)
-            tag = self._resolved.get(key)
+        # Only plain scalars have implicit tags (a quoted one is a string whatever it holds);
+        # this loader has no path resolvers, so the tag depends on the scalar alone.
+        if kind is ScalarNode and implicit[0]:
+            tag = self._resolved.get(value)
             if tag is None:
-                tag = self._resolved[key] = super().resolve(kind, value, implicit)
+                tag = self._resolved[value] = super().resolve(kind, value, implicit)
             return tag
         return super().resolve(kind, value, implicit)  # type: ignore[no-any-return]
 

@@ -109,6 +109,16 @@ def _freeze(value: Any) -> Any:
     return (type(value), value)
 
 
+def _intern(selector: Selector) -> Selector:
+    """The first equal selector of this compilation, so that equal selectors built different
+    ways share one object (and one compiled matcher)."""
+    memo = _MEMO.get()
+    if memo is None:
+        return selector
+    interned: Selector = memo.setdefault(("interned", selector), selector)
+    return interned
+
+
 def _parse(text: str, where: str) -> Selector:
     memo = _MEMO.get()
     if memo is not None:
@@ -215,7 +225,7 @@ def policy_selector(
             SERVICE_ACCOUNT_PREFIX
         )
         current = _combine(current, sa).replace_calls(all_with=HAS_SERVICE_ACCOUNT)
-    return current if current is not None else parse("all()")
+    return _intern(current if current is not None else parse("all()"))
 
 
 def compile_entity(entity: Mapping[str, Any] | None, scope: _Scope, where: str) -> EntityMatch:
@@ -287,8 +297,8 @@ def _compile_entity(entity: Mapping[str, Any], scope: _Scope, where: str) -> Ent
     return EntityMatch(
         nets=nets,
         not_nets=not_nets,
-        selector=effective,
-        not_selector=not_selector,
+        selector=_intern(effective) if effective is not None else None,
+        not_selector=_intern(not_selector) if not_selector is not None else None,
         ports=_parse_ports(entity.get("ports")),
         not_ports=_parse_ports(entity.get("notPorts")),
         service=service,

@@ -53,7 +53,7 @@ MARK_ALLOW = 0x00010000
 MARK_DENY = 0x00020000
 MARK_PASS = 0x00030000
 _MARK_BY_ACTION = {Action.ALLOW: MARK_ALLOW, Action.DENY: MARK_DENY, Action.PASS: MARK_PASS}
-assert MARK_DENY & MARK_PASS and not MARK_DENY & MARK_PASS & MARK_ALLOW  # see the profiles deny
+assert MARK_DENY & MARK_PASS and not MARK_DENY & MARK_PASS & MARK_ALLOW  # see _PROFILES_DENY
 
 PORT_PROTOCOLS = (6, 17, 33, 132, 136)  # tcp, udp, dccp, sctp, udplite: ports at bytes 0-3
 _PROTOCOL_NUMBERS = {
@@ -460,10 +460,14 @@ def _rule_variants(rule: RuleIntent) -> list[list[Json]]:
 
 
 def _comment(attribution: str, expr: Sequence[Json]) -> str:
+    # repr is deterministic here (every dict is built in one fixed order) and much cheaper
+    return _comment_text(attribution, repr(expr))
+
+
+def _comment_text(attribution: str, expr_text: str) -> str:
     if len(attribution) > 100:
         attribution = attribution[:90] + "~" + _digest(attribution)
-    # repr is deterministic here (every dict is built in one fixed order) and much cheaper
-    digest = _digest(attribution + repr(expr), 10)
+    digest = _digest(attribution + expr_text, 10)
     return f"{attribution} #{digest}"
 
 
@@ -516,56 +520,72 @@ def render_profile(profile: ProfileIntent) -> list[NftChain]:
     ]
 
 
+class _Fixed:
+    """An expression list every endpoint chain has, built once with its ``repr`` (the comment
+    digest's input): a node's endpoint chains share these objects instead of building and
+    printing the same nested dicts ten thousands of times."""
+
+    __slots__ = ("expr", "text")
+
+    def __init__(self, *expr: Json) -> None:
+        self.expr = expr
+        self.text = repr(list(expr))
+
+
+def _fixed_rule(attribution: str, fixed: _Fixed) -> NftRule:
+    return NftRule(_comment_text(attribution, fixed.text), fixed.expr)
+
+
+_NO_VERDICT = _match(_mark_bits(), 0)
+_START = _Fixed(_COUNTER, _set_mark(0))
+_DENY_ALL = _Fixed(_COUNTER, _DROP)
+_END_OF_TIER = _Fixed(_NO_VERDICT, _COUNTER, _DROP)
+_TIER_DENY = _Fixed(_match(_mark_bits(), MARK_DENY), _COUNTER, _DROP)
+# Deny or Pass: the one bit both set (Allow and "no verdict" leave it clear). A bit test, not
+# ``mark & MASK in {deny, pass}``: the kernel walks the whole transaction for every anonymous
+# set a rule binds, which made a node's first full load quadratic in its endpoints.
+_PROFILES_DENY = _Fixed(
+    _match({"&": [_meta("mark"), MARK_DENY & MARK_PASS]}, MARK_DENY & MARK_PASS), _COUNTER, _DROP
+)
+# Allowed traffic to a workload is accepted here; allowed traffic from one returns to the base
+# chain, which goes on to the destination's ingress chain.
+_ALLOW = {
+    ingress: _Fixed(_match(_mark_bits(), MARK_ALLOW), _COUNTER, _set_mark(0), verdict)
+    for ingress, verdict in ((True, _ACCEPT), (False, _RETURN))
+}
+_JUMP_TEXT = f"[{_NO_VERDICT!r}, {_COUNTER!r}, {{'jump': {{'target': "
+
+
+def _jump_rule(attribution: str, target: str) -> NftRule:
+    expr = (_NO_VERDICT, _COUNTER, {"jump": {"target": target}})
+    return NftRule(_comment_text(attribution, _JUMP_TEXT + repr(target) + "}}]"), expr)
+
+
 def _endpoint_rules(endpoint: EndpointIntent, ingress: bool) -> tuple[NftRule, ...]:
     who = f"endpoint {endpoint.endpoint_id} {'ingress' if ingress else 'egress'}"
     if endpoint.deny_all:
-        return (_rule(f"{who} deny-all", [_COUNTER, _DROP]),)
-    # Allowed traffic to a workload is accepted here; allowed traffic from one returns to the
-    # base chain, which goes on to the destination's ingress chain.
-    allow = _ACCEPT if ingress else _RETURN
+        return (_fixed_rule(f"{who} deny-all", _DENY_ALL),)
     rules: list[NftRule] = []
-
-    def decide(stage: str, pass_denies: bool) -> None:
-        is_allowed = _match(_mark_bits(), MARK_ALLOW)
-        rules.append(_rule(f"{who} {stage} allow", [is_allowed, _COUNTER, _set_mark(0), allow]))
-        if pass_denies:
-            # Deny or Pass: the one bit both set (Allow and "no verdict" leave it clear). A
-            # bit test, not ``mark & MASK in {deny, pass}``: every such anonymous set costs
-            # the kernel a walk of the whole transaction on a full load, twice per endpoint.
-            denied = _match({"&": [_meta("mark"), MARK_DENY & MARK_PASS]}, MARK_DENY & MARK_PASS)
-        else:
-            denied = _match(_mark_bits(), MARK_DENY)
-        rules.append(_rule(f"{who} {stage} deny", [denied, _COUNTER, _DROP]))
-
-    no_verdict = _match(_mark_bits(), 0)
     for tier in endpoint.ingress_tiers if ingress else endpoint.egress_tiers:
         if not tier.policy_ids:
             continue
-        stage = f"tier {tier.tier}"
-        rules.append(_rule(f"{who} {stage} start", [_COUNTER, _set_mark(0)]))
+        stage = f"{who} tier {tier.tier}"
+        rules.append(_fixed_rule(f"{stage} start", _START))
         for policy_id in tier.policy_ids:
             target = policy_chain_name(policy_id, ingress)
-            rules.append(
-                _rule(
-                    f"{who} {stage} policy {policy_id}",
-                    [no_verdict, _COUNTER, {"jump": {"target": target}}],
-                )
-            )
-        decide(stage, pass_denies=False)
+            rules.append(_jump_rule(f"{stage} policy {policy_id}", target))
+        rules.append(_fixed_rule(f"{stage} allow", _ALLOW[ingress]))
+        rules.append(_fixed_rule(f"{stage} deny", _TIER_DENY))
         if tier.has_enforced and tier.default_action is not Action.PASS:
-            rules.append(_rule(f"{who} {stage} end-of-tier deny", [no_verdict, _COUNTER, _DROP]))
+            rules.append(_fixed_rule(f"{stage} end-of-tier deny", _END_OF_TIER))
     if endpoint.profile_ids:
-        rules.append(_rule(f"{who} profiles start", [_COUNTER, _set_mark(0)]))
+        rules.append(_fixed_rule(f"{who} profiles start", _START))
         for profile_id in endpoint.profile_ids:
             target = profile_chain_name(profile_id, ingress)
-            rules.append(
-                _rule(
-                    f"{who} profile {profile_id}",
-                    [no_verdict, _COUNTER, {"jump": {"target": target}}],
-                )
-            )
-        decide("profiles", pass_denies=True)  # Pass in a profile denies (spec 4.7)
-    rules.append(_rule(f"{who} no verdict", [_COUNTER, _DROP]))
+            rules.append(_jump_rule(f"{who} profile {profile_id}", target))
+        rules.append(_fixed_rule(f"{who} profiles allow", _ALLOW[ingress]))
+        rules.append(_fixed_rule(f"{who} profiles deny", _PROFILES_DENY))  # Pass denies (4.7)
+    rules.append(_fixed_rule(f"{who} no verdict", _DENY_ALL))
     return tuple(rules)
 
 
@@ -755,7 +775,7 @@ def chain_object(name: str) -> Json:
 
 
 def rule_command(chain: str, rule: NftRule) -> Json:
-    return {"add": _ref("rule", chain=chain, comment=rule.comment, expr=list(rule.expr))}
+    return {"add": _ref("rule", chain=chain, comment=rule.comment, expr=rule.expr)}
 
 
 def empty_ruleset() -> Ruleset:

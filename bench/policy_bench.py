@@ -34,8 +34,9 @@ Figures, on ``generate_cluster(namespaces=100, pods=2000, policies=500, tiers=3)
     and in a fresh interpreter (start-up and imports included, as NCA's figure is).
 
     Neither input makes NCA take the ~18 s the target was set against: NCA 2.1.0 takes
-    1-2 s on both on a 2-core machine (its time grows with the number of policies: about
-    10 s at 200 realistic policies and 30 s at 400, with the same 200 pods).
+    1-2 s on both on a 2-core machine. Its time grows with the number of policies (with the
+    same 200 pods, about 2.4 s at 100 realistic policies, 6-10 s at 200, 12 s at 300 and
+    23-29 s at 400, where Palisade takes 0.13 to 0.32 s); see docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -221,8 +221,9 @@ def test_bad_port_spec_and_unknown_pod_are_clear_errors() -> None:
     assert result.exit_code == 2 and "no such pod" in result.output
 
 
-def test_demo_runs_on_the_examples() -> None:
-    result = runner.invoke(app, ["demo", str(REPO / "examples")])
+def test_demo_runs_on_the_examples_offline() -> None:
+    # (the lab variant, the default as root, is tests/lab/test_lab_demo.py)
+    result = runner.invoke(app, ["demo", str(REPO / "examples"), "--offline"])
     assert result.exit_code == 0, result.output
     assert "pairs allowed" in result.output
     assert "ALLOWED" in result.output and "DENIED" in result.output

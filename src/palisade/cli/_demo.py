@@ -1,26 +1,43 @@
-"""`palisade demo`: the engine on the demo application — matrix and explained verdicts."""
+"""`palisade demo`: the demo application, in the lab (as root) or in the engine alone.
+
+In the lab (``--lab``, the default as root): the manifests of ``DIR/demo`` become a cluster of
+``--nodes`` network-namespace nodes with their policies enforced in the kernel and live
+traffic between the workloads (their ``lab.palisade.io/traffic`` annotations), including the
+compromised pod's denied lateral movement. The demo prints the real probe matrix beside the
+engine's matrix of the same datastore, the pairs where they differ (none, if the kernel
+enforces what the engine computes), a few explained verdicts and the live traffic; then stays
+up, printing the traffic every ten seconds, until Ctrl-C (or returns at once with
+``--detach``; ``palisade lab down`` removes the lab).
+
+With ``--offline`` (the default when not root) only the engine runs: the matrix and the
+explained verdicts from the manifests, with offline pod addresses.
+"""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import yaml
+from rich.columns import Columns
 from rich.rule import Rule
+from rich.table import Table
 
-from palisade.policy import reachability_matrix
+from palisade import lab
+from palisade.policy import Cluster, Matrix, PolicyEngine, reachability_matrix
 
-from ._common import build_engine, console, fail, parse_port_spec
+from ._common import PortSpec, build_engine, console, err_console, fail, parse_port_spec
+from ._lab import StateDirOption, kernel_matrix, run_lab, traffic_table
 from ._policy import explain_flow, matrix_tables, render_verdict
 
+TRAFFIC_WINDOW = 10.0  # seconds of live traffic each report covers
+WARM_UP = 4.0  # seconds of traffic before the first report
 
-def demo(
-    directory: Annotated[
-        Path, typer.Argument(help="Examples folder holding demo/ and demo-scenario.yaml.")
-    ] = Path("examples"),
-) -> None:
-    """Run the policy engine on the demo application: reachability matrix and explanations."""
+
+def _scenario(directory: Path) -> tuple[Path, dict[str, Any]]:
     manifests = directory / "demo"
     scenario_path = directory / "demo-scenario.yaml"
     if not manifests.is_dir() or not scenario_path.is_file():
@@ -29,21 +46,148 @@ def demo(
         scenario: dict[str, Any] = yaml.safe_load(scenario_path.read_text()) or {}
     except yaml.YAMLError as exc:
         fail(f"{scenario_path}: {exc}")
-    engine = build_engine([manifests])
-    cluster = engine.cluster
-    console.print(Rule("Palisade policy engine — demo application"))
-    console.print(
-        f"{len(cluster.pods)} pods in {len(cluster.namespaces)} namespaces, "
-        f"{len(cluster.policies)} policies in "
-        f"{len({p.tier for p in cluster.policies})} tiers, "
-        f"{len(cluster.network_sets)} network sets"
-    )
-    specs = [parse_port_spec(str(p)) for p in scenario.get("probes", [])]
-    matrix = reachability_matrix(engine, [s.probe for s in specs])
-    for table in matrix_tables(matrix, [str(s) for s in specs]):
-        console.print(table)
+    return manifests, scenario
+
+
+def _explain(engine: PolicyEngine, scenario: dict[str, Any]) -> None:
     for item in scenario.get("explain", []):
         console.print(Rule(f"explain {item['from']} → {item['to']} {item['port']}"))
         render_verdict(
             engine, explain_flow(engine, str(item["from"]), str(item["to"]), str(item["port"]))
         )
+
+
+def _summary(engine: PolicyEngine) -> str:
+    cluster = engine.cluster
+    return (
+        f"{len(cluster.pods)} pods in {len(cluster.namespaces)} namespaces, "
+        f"{len(cluster.policies)} policies in {len({p.tier for p in cluster.policies})} tiers, "
+        f"{len(cluster.network_sets)} network sets"
+    )
+
+
+def differences(kernel: Matrix, engine: Matrix, specs: list[str]) -> list[str]:
+    """Pairs of distinct pods where the kernel and the engine disagree. A pod reaching itself
+    never leaves its namespace, so the kernel always allows it: the diagonal is left out, as
+    the Kubernetes conformance harness leaves it out."""
+    found = []
+    for index, spec in enumerate(specs):
+        for i, source in enumerate(engine.pods):
+            for j, destination in enumerate(engine.pods):
+                real, computed = kernel.allowed[index][i, j], engine.allowed[index][i, j]
+                if i != j and real != computed:
+                    found.append(
+                        f"{spec} {source} → {destination}: kernel "
+                        f"{'allows' if real else 'denies'}, engine "
+                        f"{'allows' if computed else 'denies'}"
+                    )
+    return found
+
+
+def _show_lab(state: lab.LabState, specs: list[PortSpec], scenario: dict[str, Any]) -> None:
+    state_dir = Path(state.state_dir)
+    engine = PolicyEngine(Cluster.from_documents(lab.documents(state_dir)))
+    console.print(Rule("Palisade — the demo application, enforced in the kernel"))
+    console.print(f"{len(state.nodes)} nodes; {_summary(engine)}")
+    for node in state.nodes:
+        pods = ", ".join(k for k, r in sorted(state.pods.items()) if r.node == node)
+        console.print(f"  {node}: {pods}", markup=False)
+    labels = [str(s) for s in specs]
+    computed = reachability_matrix(engine, [s.probe for s in specs])
+    real = kernel_matrix(lab.probe(labels, state_dir), computed.pods)
+    for real_table, engine_table in zip(
+        matrix_tables(real, labels), matrix_tables(computed, labels), strict=True
+    ):
+        real_table.title = f"kernel (real probes) — {real_table.title}"
+        engine_table.title = f"engine — {engine_table.title}"
+        console.print(Columns([real_table, engine_table], padding=(0, 4)))
+    wrong = differences(real, computed, labels)
+    pairs = len(labels) * len(computed.pods) * (len(computed.pods) - 1)
+    if wrong:
+        console.print(f"[red]kernel and engine differ on {len(wrong)} of {pairs} pairs:[/red]")
+        for line in wrong:
+            console.print(f"  {line}", markup=False)
+    else:
+        console.print(f"[green]kernel == engine on all {pairs} pairs of distinct pods[/green]")
+    console.print(
+        "[dim](the diagonal is not compared: a pod reaching its own address never leaves its "
+        "namespace, so no policy sees it)[/dim]"
+    )
+    _explain(engine, scenario)
+    _report_traffic(state)
+
+
+def _report_traffic(state: lab.LabState) -> None:
+    rows = lab.traffic(Path(state.state_dir), TRAFFIC_WINDOW)
+    console.print(Rule("live traffic"))
+    console.print(traffic_table(list(rows), TRAFFIC_WINDOW))
+    allowed = sum(int(r["allowed"]) for r in rows)
+    denied = sum(int(r["denied"]) for r in rows)
+    console.print(
+        f"{allowed} allowed and {denied} denied attempts in the last {TRAFFIC_WINDOW:g} s "
+        f"({time.strftime('%H:%M:%S')})"
+    )
+
+
+def _tick(state: lab.LabState) -> None:
+    rows = lab.traffic(Path(state.state_dir), TRAFFIC_WINDOW)
+    denied = Table.grid(padding=(0, 2))
+    for row in sorted(rows, key=lambda r: (str(r["from"]), str(r["to"]))):
+        if row["denied"]:
+            denied.add_row(f"  {row['from']} → {row['to']}", f"[red]{row['denied']} denied[/red]")
+    console.print(
+        f"{time.strftime('%H:%M:%S')} last {TRAFFIC_WINDOW:g} s: "
+        f"{sum(int(r['allowed']) for r in rows)} allowed, "
+        f"{sum(int(r['denied']) for r in rows)} denied"
+    )
+    console.print(denied)
+
+
+def demo(
+    directory: Annotated[
+        Path, typer.Argument(help="Examples folder holding demo/ and demo-scenario.yaml.")
+    ] = Path("examples"),
+    in_lab: Annotated[
+        bool | None,
+        typer.Option(
+            "--lab/--offline",
+            help="In the lab, enforced for real (needs root), or the engine alone "
+            "(default: the lab when root).",
+        ),
+    ] = None,
+    nodes: Annotated[int, typer.Option("--nodes", help="Lab nodes.")] = 3,
+    detach: Annotated[bool, typer.Option("--detach", help="Leave the lab up and return.")] = False,
+    lab_id: Annotated[str, typer.Option("--id", help="Lab id.")] = "0",
+    state_dir: StateDirOption = lab.DEFAULT_STATE_DIR,
+) -> None:
+    """The demo application: reachability matrix, explained verdicts, and in the lab the
+    kernel's real matrix beside the engine's with live traffic."""
+    manifests, scenario = _scenario(directory)
+    specs = [parse_port_spec(str(p)) for p in scenario.get("probes", [])]
+    use_lab = in_lab if in_lab is not None else os.geteuid() == 0
+    if not use_lab:
+        if in_lab is None:
+            err_console.print("not root: the engine alone (`sudo make demo` runs the lab)")
+        engine = build_engine([manifests])
+        console.print(Rule("Palisade policy engine — demo application"))
+        console.print(_summary(engine))
+        matrix = reachability_matrix(engine, [s.probe for s in specs])
+        for table in matrix_tables(matrix, [str(s) for s in specs]):
+            console.print(table)
+        _explain(engine, scenario)
+        return
+
+    def shown(state: lab.LabState) -> None:
+        time.sleep(WARM_UP)  # a few rounds of the client loops
+        _show_lab(state, specs, scenario)
+
+    run_lab(
+        [manifests],
+        nodes=nodes,
+        lab_id=lab_id,
+        state_dir=state_dir,
+        detach=detach,
+        on_up=shown,
+        on_tick=_tick,
+        tick=TRAFFIC_WINDOW,
+    )

@@ -11,10 +11,11 @@ import os
 import signal
 import subprocess
 import threading
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
@@ -47,29 +48,28 @@ class StatusFormat(StrEnum):
 ERRORS = (lab.LabError, NetlinkError, DatastoreError, OSError, ValueError)
 
 
-@app.command()
-def up(
-    filename: Annotated[
-        list[Path], typer.Option("-f", "--filename", help="Manifest file or directory.")
-    ],
-    detach: Annotated[
-        bool, typer.Option("--detach", help="Leave the lab running and return.")
-    ] = False,
-    nodes: Annotated[
-        int, typer.Option("--nodes", help="Number of nodes (network namespaces joined by VXLAN).")
-    ] = 1,
-    lab_id: Annotated[
-        str, typer.Option("--id", help="Lab id: namespaces are named pal-l<ID>-…")
-    ] = "0",
-    state_dir: StateDirOption = lab.DEFAULT_STATE_DIR,
+def run_lab(
+    manifests: list[Path],
+    *,
+    nodes: int,
+    lab_id: str,
+    state_dir: Path,
+    detach: bool,
+    on_up: Callable[[lab.LabState], None] | None = None,
+    on_tick: Callable[[lab.LabState], None] | None = None,
+    tick: float = 10.0,
 ) -> None:
-    """Build the lab from manifests; stay up until Ctrl-C (then take it down) or --detach."""
+    """Bring a lab up; then call ``on_up``, and either return (``detach``) or call ``on_tick``
+    every ``tick`` seconds until Ctrl-C or SIGTERM, then take the lab down. A failed or
+    interrupted ``up`` removes whatever it made and exits 1."""
     try:
         existing = lab.LabState.load(state_dir)
     except ValueError as exc:
         fail(f"{exc}; run `palisade lab down` or remove the file", code=1)
     if existing is not None:
         fail(f"a lab is up already ({state_dir}): run `palisade lab down` first", code=1)
+    if os.geteuid() != 0:
+        fail("the lab needs root (network namespaces and nftables): run it with sudo", code=1)
     building = threading.Event()
     building.set()
     stop = threading.Event()
@@ -89,7 +89,8 @@ def up(
     previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         try:
-            state = lab.up(filename, state_dir=state_dir, lab_id=lab_id, nodes=nodes)
+            err_console.print(f"building the lab from {', '.join(map(str, manifests))} …")
+            state = lab.up(manifests, state_dir=state_dir, lab_id=lab_id, nodes=nodes)
             building.clear()
         except (KeyboardInterrupt, *ERRORS) as exc:
             lab.down(state_dir)  # whatever the failed up made
@@ -99,16 +100,49 @@ def up(
             markup=False,
         )
         print(f"export PALISADE_DATASTORE={state.datastore}", flush=True)
+        if on_up is not None:
+            on_up(state)
         if detach:
+            err_console.print("the lab stays up: `palisade lab down` removes it")
             return
         err_console.print("Ctrl-C takes the lab down")
-        while not stop.wait(1.0):
-            pass
+        while not stop.wait(tick):
+            if on_tick is not None:
+                on_tick(state)
         lab.down(state_dir)
         err_console.print("lab down")
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+@app.command()
+def up(
+    filename: Annotated[
+        list[Path], typer.Option("-f", "--filename", help="Manifest file or directory.")
+    ],
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Leave the lab running and return.")
+    ] = False,
+    nodes: Annotated[
+        int, typer.Option("--nodes", help="Number of nodes (network namespaces joined by VXLAN).")
+    ] = 1,
+    lab_id: Annotated[
+        str, typer.Option("--id", help="Lab id: namespaces are named pal-l<ID>-…")
+    ] = "0",
+    state_dir: StateDirOption = lab.DEFAULT_STATE_DIR,
+) -> None:
+    """Build the lab from manifests; stay up until Ctrl-C (then take it down) or --detach."""
+    run_lab(filename, nodes=nodes, lab_id=lab_id, state_dir=state_dir, detach=detach)
+
+
+def kernel_matrix(result: dict[str, Any], pods: list[str]) -> Matrix:
+    """``lab.probe``'s JSON as a :class:`Matrix` over ``pods`` (the engine's order)."""
+    grids = [
+        np.array([[probe["allowed"][s][d] for d in pods] for s in pods], dtype=bool)
+        for probe in result["probes"]
+    ]
+    return Matrix(pods, [Probe(0, 0) for _ in grids], grids)
 
 
 @app.command()
@@ -176,11 +210,7 @@ def probe(
         print(json.dumps(result))
     elif format is MatrixFormat.table:
         probes = result["probes"]
-        pods = list(probes[0]["allowed"]) if probes else []
-        grids = [
-            np.array([[p["allowed"][s][d] for d in pods] for s in pods], dtype=bool) for p in probes
-        ]
-        matrix = Matrix(pods, [Probe(0, 0) for _ in probes], grids)
+        matrix = kernel_matrix(result, list(probes[0]["allowed"]) if probes else [])
         for table in matrix_tables(matrix, specs):
             console.print(table)
     else:
@@ -199,3 +229,40 @@ def exec_(
     except ERRORS as exc:
         fail(str(exc), code=1)
     raise typer.Exit(subprocess.run(argv, check=False).returncode)
+
+
+def traffic_table(rows: list[dict[str, object]], window: float) -> Table:
+    """The client loops' attempts per source and target, denied first."""
+    table = Table(title=f"live traffic, last {window:g} s", title_justify="left")
+    for column, justify in (("FROM", "left"), ("TO", "left"), ("ALLOWED", "right")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    table.add_column("DENIED", justify="right")
+    for row in sorted(rows, key=lambda r: (-int(str(r["denied"])), str(r["from"]), str(r["to"]))):
+        denied = int(str(row["denied"]))
+        table.add_row(
+            str(row["from"]),
+            str(row["to"]),
+            str(row["allowed"]),
+            f"[red]{denied}[/red]" if denied else "0",
+        )
+    return table
+
+
+@app.command()
+def traffic(
+    since: Annotated[float, typer.Option("--since", help="Window in seconds.")] = 10.0,
+    format: Annotated[StatusFormat, typer.Option("--format", help="Output format.")] = (
+        StatusFormat.table
+    ),
+    state_dir: StateDirOption = lab.DEFAULT_STATE_DIR,
+) -> None:
+    """What the pods' client loops (annotation lab.palisade.io/traffic) saw: allowed and
+    denied attempts per source and target."""
+    try:
+        rows = lab.traffic(state_dir, since)
+    except ERRORS as exc:
+        fail(str(exc), code=1)
+    if format is StatusFormat.json:
+        print(json.dumps(rows))
+    else:
+        console.print(traffic_table(list(rows), since))

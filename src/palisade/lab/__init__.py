@@ -1,43 +1,46 @@
 """The lab: a Kubernetes-like cluster of network namespaces on one machine, enforced for real.
 
 :func:`up` builds a lab from ordinary manifests (Namespace, Pod, Deployment and policies): a
-SQLite datastore in the lab's state directory, a node namespace per node (IP forwarding on)
-with its agent (``python -m palisade.agent``) programming nftables there, and per pod a network
-namespace attached by the real CNI plugin (``palisade-cni ADD`` run inside the node namespace,
-address from an IPPool — 10.244.0.0/16, blocks of /26, unless the manifests bring one) and a
-real TCP/UDP echo server (:mod:`palisade.lab._server`) on each declared container port.
-Deployments (and StatefulSets, ReplicaSets) become pods ``<name>-<i>``, named and labelled as
-:class:`palisade.policy.Cluster` names them, so the engine's matrix and the lab's line up.
-``up`` returns once every agent reports the store's latest revision programmed.
+SQLite datastore in the lab's state directory; an underlay namespace with a bridge joining
+``nodes`` node namespaces (``ul0``, 192.168.77.<i+1>/24, IP forwarding on), each with its agent
+(``python -m palisade.agent``) programming nftables and the VXLAN overlay there from the
+``Node`` documents the lab stores (underlay address, VXLAN MAC, and a tunnel address from IPAM);
+per pod a network namespace attached by the real CNI plugin (``palisade-cni ADD`` run inside
+its node's namespace, address from an IPPool — 10.244.0.0/16, blocks of /26, VXLAN always,
+unless the manifests bring one), a real TCP/UDP echo server on each declared container port
+(or the container's own ``command``), and, if the pod is annotated
+:data:`TRAFFIC_ANNOTATION`, a client loop calling other workloads (:func:`traffic` sums what it
+saw). Deployments (and StatefulSets, ReplicaSets) become pods ``<name>-<i>``, named and
+labelled as :class:`palisade.policy.Cluster` names them, so the engine's matrix and the lab's
+line up; pods are spread round-robin over the nodes unless ``spec.nodeName`` names one. ``up``
+returns once every agent reports the store's latest revision programmed.
 
-:func:`probe` makes real connection attempts (TCP connect, UDP echo; 1 s timeout) from inside
-every pod to every pod and returns the JSON shape of ``palisade policy matrix --format json``;
-:func:`status`, :func:`exec_command` and :func:`documents` look into a running lab.
+:func:`probe` makes real connection attempts (TCP connect, UDP exchange; 1 s timeout) from
+inside every pod to every pod and returns the JSON shape of ``palisade policy matrix --format
+json``; :func:`status`, :func:`exec_command` and :func:`documents` look into a running lab.
 
 Everything lives under one state directory (``/run/palisade/lab`` or ``$PALISADE_LAB_DIR``)
 whose ``state.json`` lists every namespace, process (PID and start time) and file; the entry is
 written *before* the object is made, so :func:`down` — which kills the processes (and any
 other process left in one of the lab's namespaces), deletes each node's nftables table, the
 namespaces (their veths go with them), the files and the state — also cleans up after an
-``up`` that was killed. Names: namespaces ``pal-l<id>-<node>`` and ``pal-l<id>-p<n>``.
+``up`` that was killed. Names: namespaces ``pal-l<id>-<node>``, ``pal-l<id>-ul`` and
+``pal-l<id>-p<n>``.
 
-While a lab is up, ``palisade apply|get|delete`` act on its datastore when
-``PALISADE_DATASTORE`` holds the URL ``lab up`` prints (``export PALISADE_DATASTORE=…``; it
-is also in ``state.json`` and in ``lab status``); agents follow the changes. Policies,
-Namespaces (labels) and the like can be applied so; re-applying a Pod manifest replaces the
-stored Pod, including the address the CNI plugin recorded in its status, so the pod drops out
-of policy until the lab is rebuilt (a ``kubectl apply``-style merge is left to ``apply``).
-
-Left to others: more than one node (VXLAN between node namespaces), client traffic loops,
-commands from manifests instead of echo servers, and ``make demo``.
+While a lab is up, ``palisade apply|get|delete`` without ``--datastore`` act on its datastore
+(or the URL ``lab up`` prints, in ``PALISADE_DATASTORE``); agents follow the changes, and
+re-applying a Pod relabels it and keeps its address (see :mod:`palisade.resources`).
 """
 
 from ._lab import (
     DEFAULT_POOL,
     DEFAULT_STATE_DIR,
+    INTERVAL_ANNOTATION,
+    TRAFFIC_ANNOTATION,
     DownReport,
     LabError,
     check_lab_id,
+    container_commands,
     container_ports,
     documents,
     down,
@@ -46,9 +49,12 @@ from ._lab import (
     lab_prefix,
     load_manifests,
     parse_probe,
+    pod_traffic,
     probe,
     require,
+    resolve_traffic,
     status,
+    traffic,
     up,
     wait_programmed,
 )
@@ -57,12 +63,15 @@ from ._state import LabState, PodRecord, ProcessRecord
 __all__ = [
     "DEFAULT_POOL",
     "DEFAULT_STATE_DIR",
+    "INTERVAL_ANNOTATION",
+    "TRAFFIC_ANNOTATION",
     "DownReport",
     "LabError",
     "LabState",
     "PodRecord",
     "ProcessRecord",
     "check_lab_id",
+    "container_commands",
     "container_ports",
     "documents",
     "down",
@@ -71,9 +80,12 @@ __all__ = [
     "lab_prefix",
     "load_manifests",
     "parse_probe",
+    "pod_traffic",
     "probe",
     "require",
+    "resolve_traffic",
     "status",
+    "traffic",
     "up",
     "wait_programmed",
 ]

@@ -48,6 +48,8 @@ DEFAULT_POOL: dict[str, Any] = {
     "spec": {"cidr": "10.244.0.0/16", "blockSize": 26, "vxlanMode": "Always"},
 }
 POD_INTERFACE = "eth0"
+TRAFFIC_ANNOTATION = "lab.palisade.io/traffic"
+INTERVAL_ANNOTATION = "lab.palisade.io/traffic-interval"
 MAX_NODES = 64
 UNDERLAY_PREFIX = "192.168.77."  # node i has 192.168.77.<i+1>/24 on its ``ul0``
 UNDERLAY_BRIDGE = "br0"
@@ -64,6 +66,7 @@ AGENT_GRACE = 3.0  # seconds an agent has to stop on SIGTERM before SIGKILL
 # Run as scripts, not ``-m``: importing the package would load the whole of Palisade.
 PROBE_COMMAND = (sys.executable, str(Path(__file__).with_name("_probe.py")))
 SERVER_COMMAND = (sys.executable, str(Path(__file__).with_name("_server.py")))
+CLIENT_COMMAND = (sys.executable, str(Path(__file__).with_name("_client.py")))
 
 
 class LabError(RuntimeError):
@@ -168,6 +171,9 @@ def expand_pods(documents: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                         "name": f"{meta.get('name')}-{index}",
                         "namespace": namespace,
                         "labels": labels,
+                        "annotations": dict(
+                            (template.get("metadata") or {}).get("annotations") or {}
+                        ),
                         "generateName": f"{meta.get('name')}-",
                     },
                     "spec": json.loads(json.dumps(template.get("spec") or {})),
@@ -181,10 +187,13 @@ def expand_pods(documents: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def container_ports(pod: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """``{name, port, protocol}`` for each TCP or UDP container port the pod declares."""
+def container_ports(pod: Mapping[str, Any], *, served: bool = False) -> list[dict[str, Any]]:
+    """``{name, port, protocol}`` for each TCP or UDP container port the pod declares (with
+    ``served``: only those of containers without a command, which the echo server serves)."""
     ports: list[dict[str, Any]] = []
     for container in (pod.get("spec") or {}).get("containers") or ():
+        if served and container.get("command"):
+            continue
         for port in container.get("ports") or ():
             protocol = str(port.get("protocol") or "TCP").upper()
             if protocol in ("TCP", "UDP") and port.get("containerPort"):
@@ -193,6 +202,71 @@ def container_ports(pod: Mapping[str, Any]) -> list[dict[str, Any]]:
                 if entry not in ports:
                     ports.append(entry)
     return ports
+
+
+def container_commands(pod: Mapping[str, Any]) -> list[list[str]]:
+    """``command`` + ``args`` of each container that gives a command (run instead of the
+    echo server on that container's ports)."""
+    return [
+        [str(a) for a in [*container["command"], *(container.get("args") or ())]]
+        for container in (pod.get("spec") or {}).get("containers") or ()
+        if container.get("command")
+    ]
+
+
+def pod_traffic(pod: Mapping[str, Any]) -> tuple[list[str], float]:
+    """The targets of the pod's client loop (annotation :data:`TRAFFIC_ANNOTATION`, separated
+    by spaces or commas) and its interval in seconds (:data:`INTERVAL_ANNOTATION`, default 1)."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    targets = str(annotations.get(TRAFFIC_ANNOTATION) or "").replace(",", " ").split()
+    text = str(annotations.get(INTERVAL_ANNOTATION) or "1")
+    try:
+        interval = float(text)
+    except ValueError:
+        interval = -1.0
+    if not 0.05 <= interval <= 3600:
+        raise LabError(f"pod {pod_key(pod)}: {INTERVAL_ANNOTATION} {text!r}: 0.05 to 3600 seconds")
+    return targets, interval
+
+
+def resolve_traffic(state: LabState, source: str) -> list[dict[str, Any]]:
+    """The client targets of pod ``source``: ``NS/NAME:PORT[/PROTO]`` names a pod, or every pod
+    ``NAME-<i>`` of a workload; PORT is a number or a port name the target pod declares."""
+    found: list[dict[str, Any]] = []
+    for target in state.pods[source].traffic:
+        where, _, port_spec = target.rpartition(":")
+        port_text, _, protocol = port_spec.partition("/")
+        protocol = (protocol or "TCP").upper()
+        if "/" not in where or not port_text or protocol not in ("TCP", "UDP"):
+            raise LabError(
+                f"pod {source}: {TRAFFIC_ANNOTATION}: {target!r}: expected NS/NAME:PORT[/TCP|/UDP]"
+            )
+        pods = [
+            key
+            for key in sorted(state.pods)
+            if key == where or (key.startswith(where + "-") and key[len(where) + 1 :].isdigit())
+        ]
+        if not pods:
+            raise LabError(
+                f"pod {source}: {TRAFFIC_ANNOTATION}: {target!r} names no pod of the lab"
+            )
+        for key in pods:
+            record = state.pods[key]
+            port = _resolve(record, int(port_text) if port_text.isdigit() else port_text, protocol)
+            if port is None:
+                raise LabError(
+                    f"pod {source}: {TRAFFIC_ANNOTATION}: {target!r}: {key} declares no "
+                    f"{protocol} port {port_text!r}"
+                )
+            found.append(
+                {
+                    "name": f"{key}:{port}/{protocol}",
+                    "ip": record.ip,
+                    "port": port,
+                    "protocol": protocol,
+                }
+            )
+    return found
 
 
 def pod_key(pod: Mapping[str, Any]) -> str:
@@ -450,7 +524,19 @@ def up(
             node = node_names[index % len(node_names)]
         spec["nodeName"] = node
         pod.pop("status", None)
-        state.pods[pod_key(pod)] = PodRecord(f"{prefix}p{index}", node, None, container_ports(pod))
+        traffic, interval = pod_traffic(pod)
+        for command in container_commands(pod):
+            if shutil.which(command[0]) is None:
+                raise LabError(f"pod {pod_key(pod)}: command {command[0]!r} is not on this machine")
+        state.pods[pod_key(pod)] = PodRecord(
+            f"{prefix}p{index}",
+            node,
+            None,
+            container_ports(pod),
+            container_commands(pod),
+            traffic,
+            interval,
+        )
     for node in node_names:
         state.nodes[node] = f"{prefix}{node}"
     builder.file("store.db")
@@ -459,6 +545,14 @@ def up(
     builder.save()
 
     stored = [d for d in documents if d.get("kind") not in ("Pod", "Node")]
+    # A pod's namespace exists in a cluster (``default`` always does); manifests often leave it
+    # out, and a pod of an unknown namespace would be denied everything (the agents fail
+    # closed), so the lab creates the namespaces its pods use, as ``kubectl create ns`` would.
+    declared = {
+        (d.get("metadata") or {}).get("name") for d in documents if d.get("kind") == "Namespace"
+    }
+    for namespace in sorted({key.split("/", 1)[0] for key in state.pods} - declared):
+        stored.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
     if not any(d.get("kind") == "IPPool" for d in documents):
         stored.append(DEFAULT_POOL)
     with open_store(state.datastore) as store:
@@ -497,13 +591,25 @@ def up(
     for record in state.pods.values():
         builder.netns(record.netns)
 
+    served = {pod_key(pod): container_ports(pod, served=True) for pod in pods}
+    for key in state.pods:
+        resolve_traffic(state, key)  # a bad target fails before anything is built
+
     def attach(key: str) -> None:
         record = state.pods[key]
         ip = cni_add(state, key, record)
         with builder.lock:
             record.ip = ip
             state.save()
-        specs = [f"{p['protocol'].lower()}/{p['port']}" for p in record.ports]
+        specs = [f"{p['protocol'].lower()}/{p['port']}" for p in served[key]]
+        for number, command in enumerate(record.commands):
+            builder.spawn(
+                command,
+                role="command",
+                netns=record.netns,
+                owner=key,
+                log=builder.file(f"command-{record.netns}-{number}.log"),
+            )
         if specs:
             builder.spawn(
                 [*SERVER_COMMAND, *specs],
@@ -525,6 +631,21 @@ def up(
                 future.cancel()
             pool.shutdown(wait=True)
             raise failed[0].exception() or LabError("attaching a pod failed")
+
+    for key, record in state.pods.items():
+        targets = resolve_traffic(state, key)
+        if targets:
+            target_file = builder.file(f"traffic-{record.netns}.json")
+            target_file.write_text(json.dumps(targets))
+            log = builder.file(f"traffic-{record.netns}.log")
+            builder.file(f"traffic-{record.netns}.log.1")
+            builder.spawn(
+                [*CLIENT_COMMAND, str(target_file), str(log), str(record.traffic_interval)],
+                role="client",
+                netns=record.netns,
+                owner=key,
+                log=builder.file(f"client-{record.netns}.log"),
+            )
 
     wait_programmed(state, timeout=timeout)
     state.phase = "up"
@@ -666,8 +787,10 @@ def probe(specs: Sequence[str], state_dir: Path = DEFAULT_STATE_DIR) -> dict[str
     """Real connection attempts between every ordered pair of pods for each probe, from
     inside each source pod (sources concurrently, bounded); the JSON shape of ``palisade
     policy matrix --format json``. A named port a destination does not declare is denied
-    without an attempt, as the engine denies it; a numeric port nothing serves is refused by
-    the kernel, so compare with the engine on ports the pods declare."""
+    without an attempt, as the engine denies it. An attempt counts as allowed when it reached
+    the destination pod — answered, or refused there because nothing listens on the port —
+    since policy drops what it denies (see :mod:`palisade.lab._probe`): the matrix says what
+    the network lets through, as the engine's does, on any port."""
     state = require(state_dir)
     parsed = [parse_probe(spec) for spec in specs]
     pods = sorted(
@@ -715,6 +838,33 @@ def probe(specs: Sequence[str], state_dir: Path = DEFAULT_STATE_DIR) -> dict[str
             for index, (port, protocol) in enumerate(parsed)
         ]
     }
+
+
+def traffic(state_dir: Path = DEFAULT_STATE_DIR, window: float = 10.0) -> list[dict[str, Any]]:
+    """What the pods' client loops saw in the last ``window`` seconds, per source and target:
+    ``[{"from": "NS/POD", "to": "NS/POD:PORT/PROTO", "allowed": n, "denied": n}, …]``."""
+    state = require(state_dir)
+    since = time.time() - window
+    counts: dict[tuple[str, str], list[int]] = {}
+    for key, record in sorted(state.pods.items()):
+        log = Path(state.state_dir) / f"traffic-{record.netns}.log"
+        lines: list[str] = []
+        for path in (log.with_name(log.name + ".1"), log):
+            with contextlib.suppress(OSError):
+                lines.extend(path.read_text(errors="replace").splitlines())
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue  # a line the client is still writing
+            if float(entry.get("time", 0)) < since:
+                continue
+            tally = counts.setdefault((key, str(entry.get("target"))), [0, 0])
+            tally[0 if entry.get("ok") else 1] += 1
+    return [
+        {"from": source, "to": target, "allowed": allowed, "denied": denied}
+        for (source, target), (allowed, denied) in counts.items()
+    ]
 
 
 def exec_command(pod: str, argv: Sequence[str], state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:

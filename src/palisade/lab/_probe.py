@@ -1,9 +1,13 @@
 """Connection attempts from inside one pod: ``python _probe.py`` in its netns.
 
 Reads a JSON list of ``[ip, protocol, port]`` on stdin (protocol ``tcp`` or ``udp``), tries
-them all concurrently (bounded) and prints a JSON list of booleans in the same order: TCP is
-allowed when a connection is established, UDP when the echo comes back; each attempt gives up
-after :data:`TIMEOUT` seconds.
+them all concurrently (bounded) and prints a JSON list of booleans in the same order, true when
+policy let the attempt reach the destination pod: a TCP connection established, or refused by
+the pod's kernel (RST: nothing listens there, but the SYN got through); a UDP echo back, or an
+ICMP port-unreachable from the pod. Palisade's policy drops what it denies, so a denied attempt
+meets silence and gives up after :data:`TIMEOUT` seconds. This is what the policy engine's
+matrix answers — whether the network lets the flow through — so the two compare on every port,
+served or not.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ def attempt(target: list[object]) -> bool:
                 return conn.recv(64) == b"palisade-probe"
         with socket.create_connection((ip, port), timeout=TIMEOUT):
             return True
+    except ConnectionRefusedError:
+        return True  # the destination pod answered: nothing listens, but policy let it through
     except OSError:
         return False
 

@@ -23,7 +23,7 @@ class ProcessRecord:
 
     pid: int
     start_time: int
-    role: str  # "agent" or "server"
+    role: str  # "agent", "server", "command" or "client"
     netns: str | None
     owner: str  # node name or NS/POD
 
@@ -34,6 +34,9 @@ class PodRecord:
     node: str
     ip: str | None = None
     ports: list[dict[str, Any]] = field(default_factory=list)  # {name, port, protocol}
+    commands: list[list[str]] = field(default_factory=list)  # containers' command + args
+    traffic: list[str] = field(default_factory=list)  # targets NS/NAME:PORT[/PROTO]
+    traffic_interval: float = 1.0
 
 
 @dataclass

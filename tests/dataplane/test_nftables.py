@@ -41,6 +41,7 @@ from palisade.calc import (
 )
 from palisade.dataplane.linux import Neighbour, Netlink, Route
 from palisade.dataplane.linux._libnft import available as libnftables_available
+from palisade.dataplane.linux._libnft import enter_netns
 from palisade.dataplane.linux._nft_render import (
     BASE_CHAIN,
     FROM_MAP,
@@ -934,6 +935,32 @@ def test_libnftables_thread_runs_in_the_drivers_namespace(
     missing = closing(NftablesDataplane(netns.prefix + "gone", libnftables=True))
     with pytest.raises(NftablesError, match="cannot enter network namespace"):
         missing.read_table()
+
+
+@pytest.mark.root
+@pytest.mark.skipif(not libnftables_available(), reason="no libnftables.so.1")
+def test_libnftables_without_netns_works_where_its_caller_is(netns: Namespaces) -> None:
+    """``netns=None`` programs the namespace of the thread that first talks to the kernel
+    (here a thread that entered the test's namespace, so the host's tables stay untouched)."""
+    outcome: list[object] = []
+
+    def caller() -> None:
+        try:
+            enter_netns(netns.a)
+            with NftablesDataplane(None, libnftables=True) as driver:
+                assert driver.read_table() is None
+                driver.run_batch([{"add": {"table": {"family": "inet", "name": "palisade"}}}])
+                outcome.append(driver.read_table())
+        except BaseException as exc:  # reported by the test thread below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    thread.join()
+    [found] = outcome
+    assert isinstance(found, Ruleset), found
+    with NftablesDataplane(netns.a, libnftables=False) as reader:
+        assert reader.read_table() is not None
 
 
 def _libnft_threads(netns_prefix: str) -> list[threading.Thread]:

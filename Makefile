@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 NCA_VENV := .venv-nca
 BIN := $(VENV)/bin
-APT_PACKAGES := etcd-server nftables iproute2
+APT_PACKAGES := etcd-server nftables iproute2 iperf3
 
 .PHONY: all install system-deps demo test lint typecheck unit bench clean fuzz
 

@@ -8,10 +8,11 @@ NetworkPolicies are applied to the lab's datastore in one transaction, with the 
 ``${ns/pod.ip}`` placeholders replaced by the pods' real addresses, and every TCP and UDP probe
 of the step is made for real from every pod to every pod. The observed matrix must equal the
 expected matrix and the policy engine's matrix of the same documents (the diagonal, a pod to
-itself, is left out as upstream leaves it out). A mismatch is retried for a few seconds, as the
-upstream harness retries, since an agent reports a revision programmed a moment before the
-last transaction is in the kernel at worst. SCTP probes are not made: this kernel has no SCTP
-(the engine-level conformance test covers them).
+itself, is left out as upstream leaves it out). Meanwhile every pod's client loop calls every
+other pod on 80/TCP, so policies are created, updated and deleted under live traffic. A
+mismatch is retried for a few seconds, as the upstream harness retries, since an agent reports
+a revision programmed a moment before the last transaction is in the kernel at worst. SCTP
+probes are not made: this kernel has no SCTP (the engine-level conformance test covers them).
 """
 
 from __future__ import annotations
@@ -58,14 +59,22 @@ def _manifests() -> list[dict[str, Any]]:
         for protocol in LAB_PROTOCOLS
     ]
     documents: list[dict[str, Any]] = []
+    pods = [f"{namespace}/{pod}" for namespace in ("x", "y", "z") for pod in ("a", "b", "c")]
     for namespace in ("x", "y", "z"):
         documents.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
         for pod in ("a", "b", "c"):
+            # live traffic: every pod calls every other pod on 80/TCP while policies change
+            calls = " ".join(f"{p}:80" for p in pods if p != f"{namespace}/{pod}")
             documents.append(
                 {
                     "apiVersion": "v1",
                     "kind": "Pod",
-                    "metadata": {"name": pod, "namespace": namespace, "labels": {"pod": pod}},
+                    "metadata": {
+                        "name": pod,
+                        "namespace": namespace,
+                        "labels": {"pod": pod},
+                        "annotations": {lab.TRAFFIC_ANNOTATION: calls},
+                    },
                     "spec": {"containers": [{"name": "serve", "image": "echo", "ports": ports}]},
                 }
             )
@@ -154,3 +163,13 @@ def test_lab_matrix_equals_expected_and_engine(conformance_lab: lab.LabState, pa
                 for s, d in wrong
             )
     assert not mismatches, "\n".join(mismatches[:40])
+
+
+@pytest.mark.root
+def test_traffic_flowed_throughout(conformance_lab: lab.LabState) -> None:
+    """Runs after the cases (file order): the pods' client loops kept calling each other the
+    whole time, so every policy change above happened under live traffic — some of it
+    allowed, some denied by the policies of the moment."""
+    rows = lab.traffic(Path(conformance_lab.state_dir), window=3600)
+    assert len(rows) == 9 * 8
+    assert sum(r["allowed"] for r in rows) > 0 and sum(r["denied"] for r in rows) > 0

@@ -64,6 +64,7 @@ def test_a_pod_runs_its_manifests_command_and_another_pod_calls_it(
         "kind": "Pod",
         "metadata": {"name": "web", "namespace": "default", "labels": {"app": "web"}},
         "spec": {
+            "serviceAccountName": "web-sa",  # declared nowhere, like the namespace
             "containers": [
                 {
                     "name": "http",
@@ -72,7 +73,7 @@ def test_a_pod_runs_its_manifests_command_and_another_pod_calls_it(
                     "ports": [{"name": "http", "containerPort": 8000}],
                 },
                 {"name": "echo", "ports": [{"containerPort": 7000, "protocol": "UDP"}]},
-            ]
+            ],
         },
     }
     client = {
@@ -90,6 +91,8 @@ def test_a_pod_runs_its_manifests_command_and_another_pod_calls_it(
     }
     (tmp_path / "pods.yaml").write_text(yaml.safe_dump_all([server, client]))
     lab.up([tmp_path], state_dir=lab_place.state_dir, lab_id=lab_place.lab_id, nodes=2)
+    stored = {(d["kind"], d["metadata"]["name"]) for d in lab.documents(lab_place.state_dir)}
+    assert {("Namespace", "default"), ("ServiceAccount", "web-sa")} <= stored
     roles = {(p.role, p.owner) for p in lab.require(lab_place.state_dir).processes}
     assert {("command", "default/web"), ("server", "default/web")} <= roles
     assert ("client", "default/client") in roles

@@ -547,12 +547,31 @@ def up(
     stored = [d for d in documents if d.get("kind") not in ("Pod", "Node")]
     # A pod's namespace exists in a cluster (``default`` always does); manifests often leave it
     # out, and a pod of an unknown namespace would be denied everything (the agents fail
-    # closed), so the lab creates the namespaces its pods use, as ``kubectl create ns`` would.
+    # closed, and the engine would not), so the lab creates the namespaces its pods use.
     declared = {
         (d.get("metadata") or {}).get("name") for d in documents if d.get("kind") == "Namespace"
     }
     for namespace in sorted({key.split("/", 1)[0] for key in state.pods} - declared):
         stored.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    # Likewise a pod's service account (Kubernetes refuses a pod whose account is missing).
+    accounts = {
+        (str((d.get("metadata") or {}).get("namespace") or "default"), d["metadata"]["name"])
+        for d in documents
+        if d.get("kind") == "ServiceAccount"
+    }
+    for pod in pods:
+        spec = pod.get("spec") or {}
+        account = spec.get("serviceAccountName") or spec.get("serviceAccount")
+        where = (pod_key(pod).split("/", 1)[0], str(account))
+        if account and account != "default" and where not in accounts:
+            accounts.add(where)
+            stored.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ServiceAccount",
+                    "metadata": {"name": where[1], "namespace": where[0]},
+                }
+            )
     if not any(d.get("kind") == "IPPool" for d in documents):
         stored.append(DEFAULT_POOL)
     with open_store(state.datastore) as store:

@@ -12,7 +12,9 @@ computed once by the calc graph; the figures are for the driver alone, for each 
     then render, delta and one transaction) — median of ``--repeats`` fresh namespaces, with
     the median render time (a fresh renderer) shown apart;
 (b) one policy change: a policy gains or loses a rule, then ``apply()`` — p50 and p99 over
-    ``--changes`` changes against the fully loaded table, rotating over the policies.
+    ``--changes`` changes against the fully loaded table, rotating over the policies;
+(c) one IP-set change (what a pod coming or going does to the sets that select it): a set
+    gains a member or loses it again, then ``apply()`` — p50 and p99 likewise.
 
 No figure here is asserted anywhere; the tests check behaviour, not time.
 """
@@ -32,6 +34,7 @@ from typing import Any
 from palisade.calc import (
     KUBERNETES_NETWORK_POLICY_KIND,
     EntityIntent,
+    IPSetIntent,
     PolicyIntent,
     PortsIntent,
     RuleIntent,
@@ -61,6 +64,8 @@ class Figures:
     commands: int
     change_p50_ms: float
     change_p99_ms: float
+    set_p50_ms: float
+    set_p99_ms: float
 
 
 def _key(document: dict[str, Any]) -> ResourceKey:
@@ -108,6 +113,11 @@ def _changed(policy: PolicyIntent) -> PolicyIntent:
     return replace(policy, ingress=(*policy.ingress, EXTRA_RULE))
 
 
+def _percentiles_ms(latencies: list[float]) -> tuple[float, float]:
+    quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
+    return quantiles[49] * 1000, quantiles[98] * 1000
+
+
 def measure(
     source: NftablesDataplane, libnftables: bool, prefix: str, repeats: int, changes: int
 ) -> Figures:
@@ -142,15 +152,27 @@ def measure(
             started = time.perf_counter()
             assert driver.apply() > 0
             latencies.append(time.perf_counter() - started)
+        driver.on_policy_update(policy_ids[0], originals[policy_ids[0]])
+        set_latencies: list[float] = []
+        set_ids = sorted(k for k, v in driver.sets.items() if isinstance(v, IPSetIntent))
+        for index in range(changes):
+            set_id = set_ids[index % len(set_ids)]
+            current = driver.sets[set_id]
+            assert isinstance(current, IPSetIntent)
+            member = f"10.254.{index % 250}.1/32"
+            members = current.members ^ {member}  # one member more, or one fewer
+            driver.on_ipset_update(set_id, IPSetIntent(set_id, members))
+            started = time.perf_counter()
+            assert driver.apply() > 0
+            set_latencies.append(time.perf_counter() - started)
         backend = driver.backend
-    quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
     return Figures(
         backend,
         statistics.median(loads),
         statistics.median(renders),
         commands,
-        quantiles[49] * 1000,
-        quantiles[98] * 1000,
+        *_percentiles_ms(latencies),
+        *_percentiles_ms(set_latencies),
     )
 
 
@@ -176,18 +198,22 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print(
         f"{'path':<12} {'full load s':>12} {'(render s)':>11} {'commands':>9} "
-        f"{'change p50 ms':>14} {'change p99 ms':>14}"
+        f"{'policy p50/p99 ms':>18} {'IP set p50/p99 ms':>18}"
     )
     for figures in results:
+        policy = f"{figures.change_p50_ms:.1f} / {figures.change_p99_ms:.1f}"
+        ipset = f"{figures.set_p50_ms:.1f} / {figures.set_p99_ms:.1f}"
         print(
             f"{figures.backend:<12} {figures.load_s:>12.2f} {figures.render_s:>11.2f} "
-            f"{figures.commands:>9} {figures.change_p50_ms:>14.1f} {figures.change_p99_ms:>14.1f}"
+            f"{figures.commands:>9} {policy:>18} {ipset:>18}"
         )
     spawn, library = results
     print(
         f"nft / libnftables: full load {spawn.load_s / library.load_s:.2f}x, "
-        f"change p50 {spawn.change_p50_ms / library.change_p50_ms:.2f}x, "
-        f"p99 {spawn.change_p99_ms / library.change_p99_ms:.2f}x"
+        f"policy change p50 {spawn.change_p50_ms / library.change_p50_ms:.2f}x, "
+        f"p99 {spawn.change_p99_ms / library.change_p99_ms:.2f}x, "
+        f"IP set change p50 {spawn.set_p50_ms / library.set_p50_ms:.2f}x, "
+        f"p99 {spawn.set_p99_ms / library.set_p99_ms:.2f}x"
     )
     return 0
 

@@ -142,8 +142,8 @@ def test_named_port_sets_are_address_protocol_port_concatenations() -> None:
     assert v4.elements == {"10.0.0.5 6 8080"}
     assert ruleset.sets[set_name(NAMED, 6)].elements == {"fd00::5 17 53"}
     commands = ruleset_commands(ruleset)
-    elements = [c["add"]["element"] for c in commands if "element" in c.get("add", {})]
-    assert {"concat": ["10.0.0.5", 6, 8080]} in elements[0]["elem"]
+    sets = {c["add"]["set"]["name"]: c["add"]["set"] for c in commands if "set" in c.get("add", {})}
+    assert sets[set_name(NAMED, 4)]["elem"] == [{"concat": ["10.0.0.5", 6, 8080]}]
 
 
 def test_long_ids_are_hashed_to_legal_unique_names() -> None:
@@ -291,17 +291,37 @@ def test_delta_touches_only_what_changed() -> None:
         {endpoint.endpoint_id: endpoint},
     )
     assert delta_commands(before, before, create_table=False) == []
-    # a set member change is one element add and one delete, nothing else
-    sets2 = {SEL: IPSetIntent(SEL, frozenset({"10.0.0.2/32"}))}
-    after = render_ruleset(
-        sets2,
-        {"np:prod/web": _policy("np:prod/web", rule)},
-        {"kns.prod": ALLOW_ALL},
-        {endpoint.endpoint_id: endpoint},
-    )
-    delta = delta_commands(before, after, create_table=False)
-    assert [next(iter(c)) for c in delta] == ["delete", "add"]
-    assert all("element" in next(iter(c.values())) for c in delta)
+
+    def with_members(*members: str) -> Ruleset:
+        return render_ruleset(
+            {SEL: IPSetIntent(SEL, frozenset(members))},
+            {"np:prod/web": _policy("np:prod/web", rule)},
+            {"kns.prod": ALLOW_ALL},
+            {endpoint.endpoint_id: endpoint},
+        )
+
+    # a set that only gains members gets just those, with no element command (see
+    # delta_commands: nft would list every interval set's elements first)
+    delta = delta_commands(before, with_members("10.0.0.1/32", "10.0.9.0/24"), False)
+    assert delta == [
+        {
+            "add": {
+                "set": {
+                    "family": "inet",
+                    "table": "palisade",
+                    "name": set_name(SEL, 4),
+                    "type": "ipv4_addr",
+                    "flags": ["interval"],
+                    "elem": [{"prefix": {"addr": "10.0.9.0", "len": 24}}],
+                }
+            }
+        }
+    ]
+    # a set that loses a member is flushed and refilled, nothing else
+    delta = delta_commands(before, with_members("10.0.0.2/32"), create_table=False)
+    assert [next(iter(c)) for c in delta] == ["flush", "add"]
+    assert {_object_of(c) for c in delta} == {set_name(SEL, 4)}
+    assert delta[1]["add"]["set"]["elem"] == ["10.0.0.2"]
     # a rule change rewrites only that policy's chain
     denied = RuleIntent(0, Action.DENY, source=EntityIntent(selector_set_id=SEL))
     after = render_ruleset(
@@ -319,7 +339,8 @@ def test_delta_touches_only_what_changed() -> None:
     verbs = [(verb, next(iter(body))) for c in delta for verb, body in c.items()]
     first_delete = verbs.index(("delete", "chain"))
     assert all(i < first_delete for i, v in enumerate(verbs) if v == ("flush", "chain"))
-    assert verbs.index(("delete", "element")) < verbs.index(("delete", "chain"))
+    assert verbs.index(("flush", "map")) < verbs.index(("delete", "chain"))
+    assert ("delete", "element") not in verbs
 
 
 def test_parse_listing_normalises_what_nft_prints() -> None:
@@ -876,6 +897,34 @@ def test_failed_batch_changes_nothing(
     assert _shape(driver.read_table()) == _shape(before)
     driver.on_policy_update(policy_id, good)
     assert driver.apply() == 0  # re-read after the failure: the kernel already has this
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("libnftables", BACKENDS)
+def test_set_and_map_changes_reach_the_kernel(
+    netns: Namespaces, closing: Callable[[NftablesDataplane], NftablesDataplane], libnftables: bool
+) -> None:
+    """Members gained (``add set`` with just them), members lost (flush and refill), an
+    endpoint gone (its map entries flushed away): the kernel ends up with the desired table."""
+    driver = closing(NftablesDataplane(netns.a, libnftables=libnftables))
+    _program(driver, DOCUMENTS)
+    set_id, intent = next((k, v) for k, v in driver.sets.items() if isinstance(v, IPSetIntent))
+    members = sorted(intent.members)
+    steps = [
+        frozenset({*members, "10.99.0.0/24", "10.99.1.7/32", "fd00:99::/64"}),  # gained
+        frozenset({*members[1:], "10.99.0.0/23"}),  # lost one, and two merge
+        frozenset(),  # emptied
+        intent.members,
+    ]
+    for step in steps:
+        driver.on_ipset_update(set_id, IPSetIntent(set_id, step))
+        assert driver.apply() > 0
+        assert not any("element" in body for c in driver.last_commands for body in c.values())
+        assert _shape(driver.read_table()) == _shape(driver.desired())
+    endpoint_id = next(iter(driver.endpoints))
+    driver.on_endpoint_update(endpoint_id, None)
+    assert driver.apply() > 0
+    assert _shape(driver.read_table()) == _shape(driver.desired())
 
 
 @pytest.mark.root

@@ -733,32 +733,25 @@ def table_command(verb: str) -> Json:
     return {verb: {"table": {"family": FAMILY, "name": TABLE}}}
 
 
-def set_object(nft_set: NftSet) -> Json:
+def set_object(nft_set: NftSet, elements: Iterable[str] = ()) -> Json:
+    """The set, with ``elements`` (added to it, if it exists already)."""
     body: Json = {"family": FAMILY, "table": TABLE, "name": nft_set.name}
     body["type"] = nft_set.type[0] if len(nft_set.type) == 1 else list(nft_set.type)
     if nft_set.interval:
         body["flags"] = ["interval"]
+    items = [set_element_json(nft_set, e) for e in sorted(elements)]
+    if items:
+        body["elem"] = items
     return {"set": body}
 
 
-def elements_command(verb: str, nft_set: NftSet, elements: Iterable[str]) -> Json | None:
-    items = [set_element_json(nft_set, e) for e in sorted(elements)]
-    if not items:
-        return None
-    return {
-        verb: {"element": {"family": FAMILY, "table": TABLE, "name": nft_set.name, "elem": items}}
-    }
-
-
-def map_object(name: str) -> Json:
-    return _ref("map", name=name, type="ifname", map="verdict")
-
-
-def map_elements_command(verb: str, name: str, entries: dict[str, str]) -> Json | None:
-    if not entries:
-        return None
-    items = [[ifname, {"jump": {"target": chain}}] for ifname, chain in sorted(entries.items())]
-    return {verb: {"element": {"family": FAMILY, "table": TABLE, "name": name, "elem": items}}}
+def map_object(name: str, entries: Mapping[str, str] | None = None) -> Json:
+    """An interface → chain verdict map, with ``entries`` (added to it, if it exists)."""
+    body = _ref("map", name=name, type="ifname", map="verdict")
+    if entries:
+        items = [[ifname, {"jump": {"target": chain}}] for ifname, chain in sorted(entries.items())]
+        body["map"]["elem"] = items
+    return body
 
 
 def chain_object(name: str) -> Json:
@@ -786,8 +779,8 @@ def delta_commands(actual: Ruleset, desired: Ruleset, create_table: bool) -> lis
     """The smallest command list that turns ``actual`` into ``desired``, ordered so no command
     refers to an object that does not exist yet or removes one that is still referenced.
 
-    A chain whose rules differ is flushed and refilled (within the one transaction); set and
-    map contents change element by element.
+    A chain whose rules differ is flushed and refilled (within the one transaction); so is a
+    set or map that loses elements, while one that only gains them gets just those.
     """
     commands: list[Json] = []
     if create_table:
@@ -822,42 +815,41 @@ def delta_commands(actual: Ruleset, desired: Ruleset, create_table: bool) -> lis
             commands.append({"flush": _ref("chain", name=chain.name)})
     for chain in removed:
         commands.append({"flush": _ref("chain", name=chain.name)})
-    # 2. sets: replace those whose type drifted, create new ones, change contents
+    # 2. sets: replace those whose type drifted, create new ones, change contents. Never an
+    #    element command: for a batch with one, nft first lists the elements of every interval
+    #    set in the namespace (its cache rule), which at a thousand sets costs more than the
+    #    rest of a change. New elements come with an ``add set``; a set that loses elements is
+    #    flushed and refilled, still within the one transaction.
     for name in sorted(replaced_sets):
         commands.append({"delete": _ref("set", name=name)})
     for name in touched_sets:
         nft_set = desired.sets[name]
         old = actual.sets.get(name)
         if old is None or name in replaced_sets:
-            commands.append({"add": set_object(nft_set)})
-            before: frozenset[str] = frozenset()
-        else:
-            before = old.elements
-        for verb, elements in (
-            ("delete", before - nft_set.elements),
-            ("add", nft_set.elements - before),
-        ):
-            command = elements_command(verb, nft_set, elements)
-            if command is not None:
-                commands.append(command)
+            commands.append({"add": set_object(nft_set, nft_set.elements)})
+        elif old.elements - nft_set.elements:
+            commands.append({"flush": _ref("set", name=name)})
+            commands.append({"add": set_object(nft_set, nft_set.elements)})
+        elif nft_set.elements - old.elements:
+            commands.append({"add": set_object(nft_set, nft_set.elements - old.elements)})
     # 3. chains: create all first, so every jump target exists, then fill them
     for name in sorted(desired.chains.keys() - actual.chains.keys()):
         commands.append({"add": chain_object(name)})
     for chain in changed:
         commands.extend(rule_command(chain.name, rule) for rule in chain.rules)
-    # 4. dispatch maps
+    # 4. dispatch maps, the same way as sets
     for name, entries in sorted(desired.maps.items()):
-        if name not in actual.maps:
-            commands.append({"add": map_object(name)})
-        before_map = actual.maps.get(name, {})
-        if before_map == entries:
+        before_map = actual.maps.get(name)
+        if before_map is None:
+            commands.append({"add": map_object(name, entries)})
+        elif before_map == entries:
             continue
-        stale = {k: v for k, v in before_map.items() if entries.get(k) != v}
-        fresh = {k: v for k, v in entries.items() if before_map.get(k) != v}
-        for verb, part in (("delete", stale), ("add", fresh)):
-            command = map_elements_command(verb, name, part)
-            if command is not None:
-                commands.append(command)
+        elif any(entries.get(k) != v for k, v in before_map.items()):
+            commands.append({"flush": _ref("map", name=name)})
+            commands.append({"add": map_object(name, entries)})
+        else:
+            fresh = {k: v for k, v in entries.items() if before_map.get(k) != v}
+            commands.append({"add": map_object(name, fresh)})
     # 5. the base chain, once everything it dispatches to exists
     if desired.base is not None:
         if actual.base is None:

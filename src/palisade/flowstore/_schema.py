@@ -1,0 +1,127 @@
+"""The flow store's DuckDB schema: one wide ``flows`` table with Calico's field names, and the
+ingested batch ids.
+
+Lists (labels, domains, policy hits) are DuckDB ``VARCHAR[]`` columns. There is no secondary
+index: DuckDB keeps min/max per row group (zone maps) for every column, and records arrive
+roughly in time order (agents flush interval by interval, files are written in time order), so
+a time window on ``end_time``/``start_time`` skips the row groups outside it. An ART index would
+cost more at ingest than it saves on range scans.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: (column, DuckDB type, default for a missing value or ``None`` when NULL is meaningful)
+COLUMNS: Final[tuple[tuple[str, str, str | None], ...]] = (
+    ("start_time", "BIGINT", None),
+    ("end_time", "BIGINT", None),
+    ("action", "VARCHAR", None),
+    ("reporter", "VARCHAR", None),
+    ("proto", "VARCHAR", None),
+    ("source_ip", "VARCHAR", None),
+    ("source_port", "INTEGER", None),
+    ("source_name", "VARCHAR", "'-'"),
+    ("source_name_aggr", "VARCHAR", "'-'"),
+    ("source_namespace", "VARCHAR", "'-'"),
+    ("source_type", "VARCHAR", "'net'"),
+    ("source_labels", "VARCHAR[]", "[]"),
+    ("dest_ip", "VARCHAR", None),
+    ("dest_port", "INTEGER", None),
+    ("dest_name", "VARCHAR", "'-'"),
+    ("dest_name_aggr", "VARCHAR", "'-'"),
+    ("dest_namespace", "VARCHAR", "'-'"),
+    ("dest_type", "VARCHAR", "'net'"),
+    ("dest_labels", "VARCHAR[]", "[]"),
+    ("dest_service_namespace", "VARCHAR", "'-'"),
+    ("dest_service_name", "VARCHAR", "'-'"),
+    ("dest_service_port", "VARCHAR", "'-'"),
+    ("dest_service_port_num", "INTEGER", None),
+    ("dest_domains", "VARCHAR[]", "[]"),
+    ("enforced_policies", "VARCHAR[]", "[]"),
+    ("pending_policies", "VARCHAR[]", "[]"),
+    ("bytes_in", "BIGINT", "0"),
+    ("bytes_out", "BIGINT", "0"),
+    ("packets_in", "BIGINT", "0"),
+    ("packets_out", "BIGINT", "0"),
+    ("num_flows", "BIGINT", "0"),
+    ("num_flows_started", "BIGINT", "0"),
+    ("num_flows_completed", "BIGINT", "0"),
+    ("host", "VARCHAR", "'-'"),
+    ("extra", "JSON", None),
+)
+
+COLUMN_NAMES: Final[tuple[str, ...]] = tuple(name for name, _, _ in COLUMNS)
+RECORD_COLUMNS: Final[tuple[str, ...]] = COLUMN_NAMES[:-1]  # without "extra"
+
+SCHEMA_VERSION: Final = 1
+
+DDL: Final[tuple[str, ...]] = (
+    "CREATE TABLE IF NOT EXISTS flows ("
+    + ", ".join(
+        f"{name} {kind}" + (" NOT NULL" if name in ("start_time", "end_time") else "")
+        for name, kind, _ in COLUMNS
+    )
+    + ")",
+    "CREATE TABLE IF NOT EXISTS ingest_batches ("
+    "batch_id VARCHAR PRIMARY KEY, added BIGINT NOT NULL, ingested_at DOUBLE NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS store_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
+)
+
+# The shape of one Calico flow-log document, as DuckDB's ``from_json`` reads it. Unknown fields
+# are ignored (the fast path keeps only Calico's fields); ``extra`` is the store's own key for a
+# record's uninterpreted fields when records come through ``FlowStore.ingest``.
+_JSON_TYPES: Final[dict[str, str]] = {
+    "source_labels": "STRUCT(labels VARCHAR[])",
+    "dest_labels": "STRUCT(labels VARCHAR[])",
+}
+
+
+def json_structure() -> str:
+    """The ``from_json`` structure of a Calico flow-log document (a JSON text)."""
+    members: list[str] = []
+    for name, kind, _ in COLUMNS:
+        if name in ("enforced_policies", "pending_policies"):
+            continue
+        members.append(f'"{name}":"{_JSON_TYPES.get(name, kind)}"')
+    members.append('"policies":"STRUCT(enforced_policies VARCHAR[], pending_policies VARCHAR[])"')
+    return "{" + ",".join(members) + "}"
+
+
+def staged_value(name: str) -> str:
+    """The SQL expression that reads column ``name`` from the staged struct ``r``."""
+    default = dict((n, d) for n, _, d in COLUMNS)[name]
+    if name in ("source_labels", "dest_labels"):
+        expression = f"r.{name}.labels"
+    elif name in ("enforced_policies", "pending_policies"):
+        expression = f"r.policies.{name}"
+    else:
+        expression = f"r.{name}"
+    return f"coalesce({expression}, {default})" if default is not None else expression
+
+
+#: Rows whose required fields are present and valid (``r`` is the staged struct).
+VALID_ROW: Final = (
+    "coalesce(r.start_time IS NOT NULL AND r.end_time IS NOT NULL"
+    " AND r.action IN ('allow', 'deny') AND r.reporter IN ('src', 'dst', 'fwd')"
+    " AND r.proto IS NOT NULL AND r.proto <> ''"
+    " AND coalesce(r.source_type, 'net') IN ('wep', 'hep', 'ns', 'net')"
+    " AND coalesce(r.dest_type, 'net') IN ('wep', 'hep', 'ns', 'net'), false)"
+)
+
+#: Why a staged row is malformed (``bad_line`` is its text, ``r`` its parsed struct).
+MALFORMED_REASON: Final = """CASE
+  WHEN r IS NULL THEN 'not valid JSON'
+  WHEN json_type(bad_line) <> 'OBJECT' THEN 'not a JSON object'
+  WHEN r.start_time IS NULL THEN 'start_time: missing or not an integer'
+  WHEN r.end_time IS NULL THEN 'end_time: missing or not an integer'
+  WHEN r.action IS NULL THEN 'action: missing'
+  WHEN r.action NOT IN ('allow', 'deny') THEN 'action: ' || r.action || ' is not allow or deny'
+  WHEN r.reporter IS NULL THEN 'reporter: missing'
+  WHEN r.reporter NOT IN ('src', 'dst', 'fwd')
+    THEN 'reporter: ' || r.reporter || ' is not src, dst or fwd'
+  WHEN r.proto IS NULL OR r.proto = '' THEN 'proto: missing'
+  WHEN coalesce(r.source_type, 'net') NOT IN ('wep', 'hep', 'ns', 'net')
+    THEN 'source_type: ' || r.source_type || ' is not wep, hep, ns or net'
+  ELSE 'dest_type: ' || r.dest_type || ' is not wep, hep, ns or net'
+END"""

@@ -1,0 +1,569 @@
+"""The DuckDB flow store (see the package docstring)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import duckdb
+
+from palisade.flows import FlowRecord
+
+from ._graph import COUNTED_ONCE, GraphNode, node_for, node_predicate
+from ._schema import (
+    COLUMN_NAMES,
+    DDL,
+    MALFORMED_REASON,
+    RECORD_COLUMNS,
+    SCHEMA_VERSION,
+    VALID_ROW,
+    json_structure,
+    staged_value,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What one ingestion did.
+
+    ``added``: records stored; ``malformed``: ``(line, reason)`` for every line that was not a
+    valid record (lines count from 1; blank lines are skipped, not malformed);
+    ``duplicate``: the batch id had been ingested before, so nothing was added.
+    """
+
+    added: int
+    malformed: list[tuple[int, str]] = field(default_factory=list)
+    duplicate: bool = False
+
+    @property
+    def imported(self) -> int:
+        """The same as ``added``."""
+        return self.added
+
+    @property
+    def malformed_count(self) -> int:
+        return len(self.malformed)
+
+
+#: The hit that decided a record: the enforced hit with the highest index (Calico stores the
+#: lists as sets, so the position in the list says nothing). The index is zero-padded so that
+#: a string sort is a numeric sort; the padding is cut off again.
+_DECIDING_HIT = (
+    "(list_sort(list_transform(enforced_policies,"
+    " lambda h: lpad(split_part(h, '|', 1), 12, '0') || '#' || h))[-1])[14:]"
+)
+
+_SCRATCH_DIR = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
+class FlowStore:
+    """Flow records in DuckDB: ``":memory:"`` (the default) or a database file.
+
+    Thread-safe: one connection, used under a lock (DuckDB serialises writers anyway).
+    """
+
+    def __init__(self, path: str | Path = ":memory:") -> None:
+        self.path = str(path)
+        self._lock = threading.RLock()
+        self._connection = duckdb.connect(self.path)
+        with self._lock:
+            for statement in DDL:
+                self._connection.execute(statement)
+            self._connection.execute(
+                "INSERT INTO store_meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING",
+                [str(SCHEMA_VERSION)],
+            )
+        self._structure = json_structure()
+        self._insert_select = (
+            f"INSERT INTO flows ({', '.join(COLUMN_NAMES)}) SELECT "
+            + ", ".join(staged_value(name) for name in COLUMN_NAMES)
+            + " FROM staging WHERE bad_line IS NULL"
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()
+
+    def __enter__(self) -> FlowStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- ingestion -------------------------------------------------------------------------
+
+    def ingest(self, records: Iterable[FlowRecord], *, batch_id: str | None = None) -> int:
+        """Store ``records``; returns the number added (0 for a batch id already ingested)."""
+        with _scratch_file() as scratch:
+            with scratch.open("w", encoding="utf-8") as out:
+                for record in records:
+                    document = record.to_json()
+                    for key in record.extra:
+                        document.pop(key, None)
+                    if record.extra:
+                        document["extra"] = dict(record.extra)
+                    out.write(json.dumps(document, separators=(",", ":")))
+                    out.write("\n")
+            return self._ingest_file(scratch, batch_id).added
+
+    def ingest_ndjson(
+        self, source: bytes | str | Path, *, batch_id: str | None = None
+    ) -> IngestResult:
+        """Store Calico flow-log documents, one per line (a file path or the bytes themselves).
+
+        The fast path: DuckDB reads the lines, parses them with ``from_json`` into a staging
+        table and validates them in SQL; valid rows go in with one ``INSERT … SELECT``, in the
+        same transaction as the batch id. Fields other than Calico's are not kept (the
+        importers in :mod:`palisade.flows` keep them in ``FlowRecord.extra``).
+        """
+        if isinstance(source, bytes):
+            with _scratch_file() as scratch:
+                scratch.write_bytes(source)
+                return self._ingest_file(scratch, batch_id)
+        return self._ingest_file(Path(source), batch_id)
+
+    def batch_ingested(self, batch_id: str) -> bool:
+        with self._lock:
+            row = self._connection.execute(
+                "SELECT 1 FROM ingest_batches WHERE batch_id = ?", [batch_id]
+            ).fetchone()
+        return row is not None
+
+    def _ingest_file(self, path: Path, batch_id: str | None) -> IngestResult:
+        with self._lock:
+            connection = self._connection
+            if batch_id is not None and self.batch_ingested(batch_id):
+                return IngestResult(added=0, duplicate=True)
+            try:
+                self._stage_with_duckdb(path)
+            except duckdb.Error:
+                # Lines DuckDB's CSV reader refuses (invalid UTF-8, stray control characters):
+                # stage line by line from Python instead, which is slower but exact.
+                self._stage_with_python(path)
+            try:
+                malformed = [
+                    (int(line), str(reason))
+                    for line, reason in connection.execute(
+                        f"SELECT line_no, {MALFORMED_REASON} FROM staging"
+                        " WHERE bad_line IS NOT NULL AND trim(bad_line) <> '' ORDER BY line_no"
+                    ).fetchall()
+                ]
+                connection.execute("BEGIN TRANSACTION")
+                try:
+                    row = connection.execute(self._insert_select).fetchone()
+                    added = int(row[0]) if row else 0
+                    if batch_id is not None:
+                        connection.execute(
+                            "INSERT INTO ingest_batches VALUES (?, ?, ?)",
+                            [batch_id, added, time.time()],
+                        )
+                    connection.execute("COMMIT")
+                except BaseException:
+                    connection.execute("ROLLBACK")
+                    raise
+            finally:
+                connection.execute("DROP TABLE IF EXISTS staging")
+            return IngestResult(added=added, malformed=malformed)
+
+    def _stage_with_duckdb(self, path: Path) -> None:
+        # Each line becomes one VARCHAR (no delimiter, quote or escape character occurs in
+        # JSON text), blank lines included, so row numbers are line numbers. ``try`` turns a
+        # line that is not JSON into NULL; fields of the wrong type become NULL.
+        lines = (
+            f"read_csv({_sql_string(str(path))}, columns={{'line': 'VARCHAR'}},"
+            " delim='\\x01', quote='', escape='', header=false, auto_detect=false,"
+            " max_line_size=16777216, new_line='\\n')"
+        )
+        self._connection.execute(
+            "CREATE OR REPLACE TEMP TABLE staging AS"
+            f" SELECT line_no, r, CASE WHEN NOT {VALID_ROW} THEN line END AS bad_line FROM ("
+            "  SELECT row_number() OVER () AS line_no, line,"
+            f"  try(from_json(line, {_sql_string(self._structure)})) AS r FROM {lines})"
+            " WHERE line IS NOT NULL"
+        )
+
+    def _stage_with_python(self, path: Path) -> None:
+        connection = self._connection
+        connection.execute("CREATE OR REPLACE TEMP TABLE raw_lines (line_no BIGINT, line VARCHAR)")
+        batch: list[tuple[int, str]] = []
+        with path.open("rb") as lines:
+            for number, raw in enumerate(lines, start=1):
+                text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                if text.strip():
+                    batch.append((number, text))
+                if len(batch) >= 10_000:
+                    connection.executemany("INSERT INTO raw_lines VALUES (?, ?)", batch)
+                    batch.clear()
+        if batch:
+            connection.executemany("INSERT INTO raw_lines VALUES (?, ?)", batch)
+        connection.execute(
+            "CREATE OR REPLACE TEMP TABLE staging AS"
+            f" SELECT line_no, r, CASE WHEN NOT {VALID_ROW} THEN line END AS bad_line FROM ("
+            f"  SELECT line_no, line, try(from_json(line, {_sql_string(self._structure)})) AS r"
+            "  FROM raw_lines)"
+        )
+        connection.execute("DROP TABLE raw_lines")
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def count(self) -> int:
+        with self._lock:
+            row = self._connection.execute("SELECT count(*) FROM flows").fetchone()
+        return int(row[0]) if row else 0
+
+    def query(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        namespace: str | None = None,
+        workload: str | None = None,
+        action: str | None = None,
+        policy: str | None = None,
+        limit: int = 1000,
+    ) -> list[FlowRecord]:
+        """Records, newest first. ``namespace``/``workload`` match the source or the
+        destination (``workload``: the ``*_name_aggr`` or the ``*_name``); ``policy`` is a
+        substring of the policy part of an enforced or pending hit."""
+        where, parameters = _window(since, until)
+        if namespace is not None:
+            where.append("(source_namespace = ? OR dest_namespace = ?)")
+            parameters += [namespace, namespace]
+        if workload is not None:
+            where.append(
+                "(source_name_aggr = ? OR source_name = ? OR dest_name_aggr = ? OR dest_name = ?)"
+            )
+            parameters += [workload] * 4
+        if action is not None:
+            where.append("action = ?")
+            parameters.append(action)
+        if policy is not None:
+            where.append(
+                "(len(list_filter(enforced_policies, lambda h: contains(split_part(h, '|', 3), ?)))"
+                " > 0 OR len(list_filter(pending_policies,"
+                " lambda h: contains(split_part(h, '|', 3), ?))) > 0)"
+            )
+            parameters += [policy, policy]
+        return self._records(where, parameters, limit)
+
+    def _records(self, where: list[str], parameters: list[Any], limit: int) -> list[FlowRecord]:
+        sql = (
+            f"SELECT {', '.join(COLUMN_NAMES)} FROM flows"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + " ORDER BY end_time DESC, start_time DESC LIMIT ?"
+        )
+        with self._lock:
+            rows = self._connection.execute(sql, [*parameters, limit]).fetchall()
+        return [_record_from_row(row) for row in rows]
+
+    def top_talkers(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        by: str = "workload",
+        limit: int = 10,
+    ) -> list[dict[str, Any]]:
+        """The busiest (source, destination) pairs by bytes, each connection counted once.
+
+        Keys: ``source_namespace``, ``dest_namespace`` (and ``source_name``, ``dest_name``,
+        the ``*_name_aggr``, when ``by="workload"``), ``bytes``, ``packets``, ``flows``.
+        """
+        if by not in ("workload", "namespace"):
+            raise ValueError(f"by: {by!r} is not workload or namespace")
+        keys = ["source_namespace", "dest_namespace"]
+        if by == "workload":
+            keys = ["source_namespace", "source_name_aggr", "dest_namespace", "dest_name_aggr"]
+        where, parameters = _window(since, until)
+        where.append(COUNTED_ONCE)
+        sql = (
+            f"SELECT {', '.join(keys)}, sum(bytes_in + bytes_out) AS bytes,"
+            " sum(packets_in + packets_out) AS packets, sum(num_flows) AS flows"
+            f" FROM flows WHERE {' AND '.join(where)} GROUP BY ALL"
+            f" ORDER BY bytes DESC, {', '.join(keys)} LIMIT ?"
+        )
+        with self._lock:
+            rows = self._connection.execute(sql, [*parameters, limit]).fetchall()
+        names = [key.replace("_name_aggr", "_name") for key in keys]
+        return [
+            {**dict(zip(names, row[: len(keys)], strict=True)), **_totals(row[len(keys) :])}
+            for row in rows
+        ]
+
+    def denied(
+        self, *, since: float | None = None, until: float | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Denied (source, destination, port) groups with the hit that denied them.
+
+        Keys: ``source_namespace``, ``source_name``, ``source_type``, ``dest_namespace``,
+        ``dest_name``, ``dest_type``, ``proto``, ``dest_port``, ``reporter``, ``policy`` (the
+        deciding hit's policy part), ``tier``, ``hit`` (the whole hit string), ``bytes``,
+        ``packets``, ``flows``; most flows first.
+        """
+        where, parameters = _window(since, until)
+        where.append("action = 'deny'")
+        sql = (
+            "SELECT source_namespace, source_name_aggr, source_type, dest_namespace,"
+            " dest_name_aggr, dest_type, proto, dest_port, reporter, hit,"
+            " sum(bytes_in + bytes_out), sum(packets_in + packets_out), sum(num_flows) AS flows"
+            f" FROM (SELECT *, {_DECIDING_HIT} AS hit FROM flows WHERE {' AND '.join(where)})"
+            " GROUP BY ALL ORDER BY flows DESC, source_namespace, source_name_aggr,"
+            " dest_namespace, dest_name_aggr, dest_port LIMIT ?"
+        )
+        with self._lock:
+            rows = self._connection.execute(sql, [*parameters, limit]).fetchall()
+        keys = (
+            "source_namespace",
+            "source_name",
+            "source_type",
+            "dest_namespace",
+            "dest_name",
+            "dest_type",
+            "proto",
+            "dest_port",
+            "reporter",
+        )
+        result = []
+        for row in rows:
+            hit = row[9] or ""
+            parts = hit.split("|")
+            result.append(
+                {
+                    **dict(zip(keys, row[:9], strict=True)),
+                    "policy": parts[2] if len(parts) == 5 else "",
+                    "tier": parts[1] if len(parts) == 5 else "",
+                    "hit": hit,
+                    **_totals(row[10:]),
+                }
+            )
+        return result
+
+    def graph(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        expand: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        """The service graph at namespace level, the namespaces in ``expand`` broken out into
+        their workloads (see :mod:`palisade.flowstore._graph` for the node ids).
+
+        Edges: ``source``, ``target``, ``bytes``, ``packets``, ``flows`` (each connection
+        counted once, at its last enforcement point), ``allowed`` and ``denied`` (flows by
+        verdict), ``protocols`` (sorted ``proto`` values). Aggregated in SQL per (type,
+        namespace, name_aggr of workloads only where needed), so the Python side sees a few
+        thousand groups whatever the number of records.
+        """
+        expanded = sorted(set(expand))
+        where, parameters = _window(since, until)
+        where.append(COUNTED_ONCE)
+
+        def name_key(side: str) -> str:
+            return (
+                f"CASE WHEN {side}_type <> 'wep' OR list_contains(?::VARCHAR[], "
+                f"{side}_namespace) THEN {side}_name_aggr ELSE '' END"
+            )
+
+        sql = (
+            f"SELECT source_type, source_namespace, {name_key('source')} AS source_key,"
+            f" dest_type, dest_namespace, {name_key('dest')} AS dest_key,"
+            " sum(bytes_in + bytes_out), sum(packets_in + packets_out), sum(num_flows),"
+            " sum(num_flows) FILTER (WHERE action = 'allow'),"
+            " sum(num_flows) FILTER (WHERE action = 'deny'), list(DISTINCT proto)"
+            f" FROM flows WHERE {' AND '.join(where)}"
+            " GROUP BY source_type, source_namespace, source_key,"
+            " dest_type, dest_namespace, dest_key"
+        )
+        with self._lock:
+            rows = self._connection.execute(sql, [expanded, expanded, *parameters]).fetchall()
+        nodes: dict[str, GraphNode] = {}
+        edges: dict[tuple[str, str], dict[str, Any]] = {}
+        for row in rows:
+            source = node_for(row[0], row[1], row[2], expanded)
+            target = node_for(row[3], row[4], row[5], expanded)
+            nodes[source.id] = source
+            nodes[target.id] = target
+            edge = edges.setdefault(
+                (source.id, target.id),
+                {
+                    "source": source.id,
+                    "target": target.id,
+                    "bytes": 0,
+                    "packets": 0,
+                    "flows": 0,
+                    "allowed": 0,
+                    "denied": 0,
+                    "protocols": set(),
+                },
+            )
+            edge["bytes"] += int(row[6] or 0)
+            edge["packets"] += int(row[7] or 0)
+            edge["flows"] += int(row[8] or 0)
+            edge["allowed"] += int(row[9] or 0)
+            edge["denied"] += int(row[10] or 0)
+            edge["protocols"].update(row[11] or ())
+        for edge in edges.values():
+            edge["protocols"] = sorted(edge["protocols"])
+        return {
+            "nodes": [nodes[key].as_dict() for key in sorted(nodes)],
+            "edges": [edges[key] for key in sorted(edges)],
+        }
+
+    def edge_flows(
+        self,
+        source_id: str,
+        target_id: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 1000,
+    ) -> list[FlowRecord]:
+        """The records behind one graph edge (every reporter), newest first; each carries the
+        policy hits that decided it (see also :meth:`edge_policies`)."""
+        where, parameters = self._edge_where(source_id, target_id, since, until)
+        return self._records(where, parameters, limit)
+
+    def edge_policies(
+        self,
+        source_id: str,
+        target_id: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """The hits that decided the flows of one edge: ``hit``, ``policy``, ``tier``,
+        ``action``, ``reporter``, ``flows``, most flows first."""
+        where, parameters = self._edge_where(source_id, target_id, since, until)
+        sql = (
+            f"SELECT hit, action, reporter, sum(num_flows) AS flows FROM (SELECT *,"
+            f" {_DECIDING_HIT} AS hit FROM flows WHERE {' AND '.join(where)})"
+            " GROUP BY ALL ORDER BY flows DESC, hit, action, reporter"
+        )
+        with self._lock:
+            rows = self._connection.execute(sql, parameters).fetchall()
+        result = []
+        for hit, action, reporter, flows in rows:
+            parts = (hit or "").split("|")
+            result.append(
+                {
+                    "hit": hit or "",
+                    "policy": parts[2] if len(parts) == 5 else "",
+                    "tier": parts[1] if len(parts) == 5 else "",
+                    "action": action,
+                    "reporter": reporter,
+                    "flows": int(flows or 0),
+                }
+            )
+        return result
+
+    @staticmethod
+    def _edge_where(
+        source_id: str, target_id: str, since: float | None, until: float | None
+    ) -> tuple[list[str], list[Any]]:
+        where, parameters = _window(since, until)
+        for node_id, side in ((source_id, "source"), (target_id, "dest")):
+            predicate, values = node_predicate(node_id, side)
+            where.append(f"({predicate})")
+            parameters += values
+        return where, parameters
+
+    # -- retention -------------------------------------------------------------------------
+
+    def apply_retention(
+        self,
+        *,
+        max_age_seconds: float | None = None,
+        max_records: int | None = None,
+        now: float | None = None,
+    ) -> int:
+        """Delete records that ended more than ``max_age_seconds`` before ``now`` and then the
+        oldest (by end time) beyond ``max_records``; returns how many were deleted."""
+        deleted = 0
+        with self._lock:
+            connection = self._connection
+            if max_age_seconds is not None:
+                cutoff = (time.time() if now is None else now) - max_age_seconds
+                row = connection.execute(
+                    "DELETE FROM flows WHERE end_time < ?", [cutoff]
+                ).fetchone()
+                deleted += int(row[0]) if row else 0
+            if max_records is not None:
+                excess = self.count() - max(max_records, 0)
+                if excess > 0:
+                    row = connection.execute(
+                        "DELETE FROM flows WHERE rowid IN (SELECT rowid FROM flows"
+                        " ORDER BY end_time, start_time LIMIT ?)",
+                        [excess],
+                    ).fetchone()
+                    deleted += int(row[0]) if row else 0
+        return deleted
+
+    def checkpoint(self) -> None:
+        """Write the WAL into the database file (DuckDB also does this on its own)."""
+        with self._lock:
+            self._connection.execute("CHECKPOINT")
+
+
+def _window(since: float | None, until: float | None) -> tuple[list[str], list[Any]]:
+    """Records overlapping ``[since, until)``."""
+    where: list[str] = []
+    parameters: list[Any] = []
+    if since is not None:
+        where.append("end_time >= ?")
+        parameters.append(since)
+    if until is not None:
+        where.append("start_time < ?")
+        parameters.append(until)
+    return where, parameters
+
+
+def _totals(values: Sequence[Any]) -> dict[str, int]:
+    return {
+        "bytes": int(values[0] or 0),
+        "packets": int(values[1] or 0),
+        "flows": int(values[2] or 0),
+    }
+
+
+_TUPLE_COLUMNS = frozenset(
+    ("source_labels", "dest_labels", "dest_domains", "enforced_policies", "pending_policies")
+)
+
+
+def _record_from_row(row: Sequence[Any]) -> FlowRecord:
+    values: dict[str, Any] = {}
+    for name, value in zip(RECORD_COLUMNS, row, strict=False):
+        values[name] = tuple(value or ()) if name in _TUPLE_COLUMNS else value
+    extra = row[len(RECORD_COLUMNS)]
+    parsed = json.loads(extra) if extra else {}
+    return FlowRecord(**values, extra=parsed if isinstance(parsed, dict) else {})
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+@contextmanager
+def _scratch_file() -> Iterator[Path]:
+    handle, name = tempfile.mkstemp(prefix="palisade-flows-", suffix=".ndjson", dir=_SCRATCH_DIR)
+    os.close(handle)
+    try:
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)

@@ -4,13 +4,14 @@ PYTHON ?= python3
 VENV := .venv
 NCA_VENV := .venv-nca
 BIN := $(VENV)/bin
-APT_PACKAGES := etcd-server nftables iproute2 iperf3
+APT_PACKAGES := etcd-server nftables iproute2 iperf3 chromium
 
 .PHONY: all install system-deps demo test lint typecheck unit bench clean fuzz
 
 all: test
 
-# Debian packages: etcd (tests start a real one on loopback), nftables and iproute2 (dataplane).
+# Debian packages: etcd (tests start a real one on loopback), nftables and iproute2 (dataplane),
+# iperf3 (dataplane benchmark), chromium (the console's browser tests; npm comes with the machine).
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -32,9 +33,16 @@ $(NCA_VENV)/.installed:
 	$(NCA_VENV)/bin/pip install -q network-config-analyzer==2.1.0
 	touch $@
 
-install: system-deps $(VENV)/.installed $(NCA_VENV)/.installed
+# The browser libraries the server's console serves (package-lock.json pins them).
+console/node_modules/.installed: console/package.json console/package-lock.json
+	@command -v npm >/dev/null || { if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get install -y -qq --no-install-recommends npm; }
+	cd console && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
-demo: system-deps $(VENV)/.installed
+install: system-deps $(VENV)/.installed $(NCA_VENV)/.installed console/node_modules/.installed
+
+demo: system-deps $(VENV)/.installed console/node_modules/.installed
 	$(BIN)/palisade demo examples/
 
 lint: install
@@ -57,4 +65,4 @@ bench: install
 	$(BIN)/python bench/policy_bench.py
 
 clean:
-	rm -rf $(VENV) $(NCA_VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(NCA_VENV) console/node_modules .mypy_cache .pytest_cache .ruff_cache

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from . import _lab, _policy, _resources
+from . import _lab, _policy, _resources, _server
 from ._agent import agent
 from ._demo import demo
 
@@ -27,6 +27,8 @@ app.command()(demo)
 app.command()(agent)
 app.add_typer(_policy.app, name="policy")
 app.add_typer(_lab.app, name="lab")
+app.command()(_server.server)
+app.add_typer(_server.flows_app, name="flows")
 
 
 def main() -> None:

@@ -1,0 +1,149 @@
+// The Palisade console: the service graph of the flow store, drawn with Cytoscape.js.
+// Namespaces are drawn first; clicking one expands it into its workloads (the server
+// aggregates, the page never holds more than it shows). Clicking an edge lists its flows
+// and the policies that decided them.
+"use strict";
+
+const state = { expanded: new Set(), cy: null };
+const $ = (id) => document.getElementById(id);
+
+function query(params) {
+  const search = new URLSearchParams({ window: $("window").value });
+  for (const [key, value] of Object.entries(params || {})) {
+    if (Array.isArray(value)) value.forEach((v) => search.append(key, v));
+    else search.append(key, value);
+  }
+  return search.toString();
+}
+
+async function getJSON(path, params) {
+  const response = await fetch(`/api/v1/${path}?${query(params)}`);
+  if (!response.ok) throw new Error(`${path}: ${response.status} ${await response.text()}`);
+  return response.json();
+}
+
+function elements(graph) {
+  const nodes = graph.nodes.map((n) => ({
+    group: "nodes",
+    data: { id: n.id, label: n.name || n.id, kind: n.kind, namespace: n.namespace || "" },
+  }));
+  const edges = graph.edges.map((e, i) => ({
+    group: "edges",
+    data: {
+      id: `e${i}`, source: e.source, target: e.target, bytes: e.bytes || 0,
+      allowed: e.allowed || 0, denied: e.denied || 0, flows: e.flows || 0,
+      state: e.denied ? (e.allowed ? "mixed" : "denied") : "allowed",
+    },
+  }));
+  return nodes.concat(edges);
+}
+
+function listNodes(graph) {
+  const body = $("node-list").tBodies[0];
+  body.replaceChildren(...graph.nodes.map((n) => {
+    const row = document.createElement("tr");
+    row.dataset.id = n.id;
+    row.dataset.kind = n.kind;
+    row.textContent = n.id;
+    return row;
+  }));
+}
+
+async function draw() {
+  $("status").textContent = "loading…";
+  const graph = await getJSON("graph", { expand: [...state.expanded] });
+  const big = graph.nodes.length > 200;
+  state.cy.elements().remove();
+  state.cy.add(elements(graph));
+  state.cy.layout({ name: big ? "grid" : "cose", animate: false }).run();
+  listNodes(graph);
+  $("status").textContent =
+    `${graph.nodes.length} nodes, ${graph.edges.length} edges` +
+    (state.expanded.size ? `; expanded: ${[...state.expanded].join(", ")}` : "");
+  document.body.dataset.ready = "true";
+}
+
+function flowTable(records) {
+  const table = document.createElement("table");
+  table.className = "flows";
+  const head = ["time", "reporter", "action", "from", "to", "port", "flows", "bytes", "decided by"];
+  table.createTHead().insertRow().append(...head.map((h) => {
+    const cell = document.createElement("th");
+    cell.textContent = h;
+    return cell;
+  }));
+  const body = table.createTBody();
+  for (const r of records) {
+    const hits = ((r.policies || {}).enforced_policies || [])
+      .slice().sort((a, b) => parseInt(a, 10) - parseInt(b, 10));
+    const decided = hits.length ? hits[hits.length - 1].split("|").slice(1).join("|") : "-";
+    const peer = (side) => {
+      const name = r[`${side}_name`] !== "-" ? r[`${side}_name`] : r[`${side}_name_aggr`];
+      const ns = r[`${side}_namespace`];
+      return ns && ns !== "-" ? `${ns}/${name}` : (r[`${side}_ip`] || name);
+    };
+    const row = body.insertRow();
+    const cells = [
+      new Date(r.end_time * 1000).toLocaleTimeString(), r.reporter, r.action,
+      peer("source"), peer("dest"), `${r.dest_port ?? "-"}/${r.proto}`,
+      r.num_flows, (r.bytes_in || 0) + (r.bytes_out || 0), decided,
+    ];
+    cells.forEach((value, index) => {
+      const cell = row.insertCell();
+      cell.textContent = String(value);
+      if (index === 2 && value === "deny") cell.className = "deny";
+    });
+  }
+  return table;
+}
+
+async function showEdge(edge) {
+  const data = edge.data();
+  $("details-title").textContent = `${data.source} → ${data.target}: ` +
+    `${data.allowed} allowed, ${data.denied} denied`;
+  const records = await getJSON("graph/edge", { source: data.source, target: data.target });
+  $("details-body").replaceChildren(flowTable(records));
+}
+
+async function showWorkload(node) {
+  const data = node.data();
+  $("details-title").textContent = `${data.id}`;
+  const records = await getJSON("flows", { namespace: data.namespace, workload: data.label, limit: 200 });
+  $("details-body").replaceChildren(flowTable(records));
+}
+
+function start() {
+  state.cy = cytoscape({
+    container: $("graph"),
+    style: [
+      { selector: "node", style: { label: "data(label)", "font-size": 10, "background-color": "#3b6e98" } },
+      { selector: "node[kind = 'namespace']", style: { shape: "round-rectangle", "background-color": "#14324a", width: 40, height: 28 } },
+      { selector: "node[kind = 'network']", style: { shape: "diamond", "background-color": "#8a8f98" } },
+      { selector: "edge", style: {
+          width: "mapData(bytes, 0, 1000000, 1, 8)", "curve-style": "bezier",
+          "target-arrow-shape": "triangle", "line-color": "#5b9b5b", "target-arrow-color": "#5b9b5b" } },
+      { selector: "edge[state = 'denied']", style: { "line-color": "#b3261e", "target-arrow-color": "#b3261e", "line-style": "dashed" } },
+      { selector: "edge[state = 'mixed']", style: { "line-color": "#d08a1e", "target-arrow-color": "#d08a1e" } },
+    ],
+  });
+  state.cy.on("tap", "node", (event) => {
+    const node = event.target;
+    if (node.data("kind") === "namespace") {
+      state.expanded.add(node.data("namespace") || node.data("label"));
+      draw().catch(report);
+    } else if (node.data("kind") === "workload") {
+      showWorkload(node).catch(report);
+    }
+  });
+  state.cy.on("tap", "edge", (event) => showEdge(event.target).catch(report));
+  $("refresh").addEventListener("click", () => draw().catch(report));
+  $("window").addEventListener("change", () => draw().catch(report));
+  window.palisade = { state, draw, showEdge };
+  draw().catch(report);
+}
+
+function report(error) {
+  $("status").textContent = String(error);
+}
+
+start();

@@ -1,8 +1,23 @@
-"""Flow logs: Calico's flow-log record, and (as they are built) aggregation and importers.
+"""Flow logs: Calico's flow-log record, its aggregation levels and importers.
 
-See :mod:`palisade.flows._record` for the record and its conventions.
+- :mod:`palisade.flows._record`: :class:`FlowRecord` and its conventions (Calico's fields);
+- :mod:`palisade.flows._aggregate`: aggregation at Calico's levels 0–3, per node and interval;
+- :mod:`palisade.flows._import`: Calico Enterprise flow-log NDJSON and Hubble
+  ``hubble observe -o json`` files, streamed, with every malformed line reported.
+
+Storing and querying records is :mod:`palisade.flowstore`'s job.
 """
 
+from ._aggregate import (
+    DEFAULT_INTERVAL,
+    DEFAULT_LEVEL_ALLOWED,
+    DEFAULT_LEVEL_DENIED,
+    AggregationLevel,
+    Aggregator,
+    aggregate,
+    aggregate_by_action,
+    iter_aggregate,
+)
 from ._record import (
     PROTO_NAMES,
     PROTO_NUMBERS,
@@ -14,11 +29,19 @@ from ._record import (
 )
 
 __all__ = [
+    "DEFAULT_INTERVAL",
+    "DEFAULT_LEVEL_ALLOWED",
+    "DEFAULT_LEVEL_DENIED",
     "PROTO_NAMES",
     "PROTO_NUMBERS",
     "Action",
+    "AggregationLevel",
+    "Aggregator",
     "EndpointType",
     "FlowRecord",
     "Reporter",
+    "aggregate",
+    "aggregate_by_action",
+    "iter_aggregate",
     "proto_name",
 ]

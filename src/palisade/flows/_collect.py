@@ -1,0 +1,285 @@
+"""Flow collection, the pure part: kernel events in, Calico flow records out.
+
+Two kernel sources meet here (the agent reads them; this module never touches a socket):
+
+- **rule hits** — every policy or profile rule that decides (Allow, Deny, Pass, and each
+  tier's end-of-tier default) logs the packets that reach it to an NFLOG group with a prefix
+  naming the hit (:class:`HitTable`). Only packets that are not part of an established
+  connection walk the policy chains, so these are the first packets of connections and the
+  packets of denied attempts. In the order they arrive, the hits of one 5-tuple and direction
+  are its enforced trace; the last one decides (``allow`` or ``deny``). A denied attempt has
+  no connection: its packets are counted from the log.
+- **conntrack** — allowed connections, with byte and packet counters (``nf_conntrack_acct``)
+  read at every flush and when the kernel forgets them.
+
+:class:`FlowCollector` joins them per connection and direction (``egress``: the node's
+endpoint is the source, reporter ``src``; ``ingress``: it is the destination, reporter
+``dst``), and at each flush emits one level-0 :class:`FlowRecord` per connection and direction
+active in the interval, with the counters' growth in that interval, then forgets connections
+that ended. Endpoint names, namespaces, labels and types come from an ``EndpointLookup``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ._record import EndpointType, FlowRecord, proto_name
+
+Direction = Literal["ingress", "egress"]
+PREFIX = "pal"  # NFLOG prefixes: pal<i|e><hit id>
+DIRECTIONS: tuple[Direction, Direction] = ("egress", "ingress")
+_CODES: dict[str, Direction] = {"i": "ingress", "e": "egress"}
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One policy-hit: ``tier``, the policy part of Calico's hit string, the action the rule
+    (or the tier's default, ``rule == -1``) took, and the rule's index."""
+
+    tier: str
+    policy: str
+    action: Literal["allow", "deny", "pass"]
+    rule: int
+
+    def text(self, index: int) -> str:
+        """Calico's ``index|tier|policy|action|rule`` string."""
+        return f"{index}|{self.tier}|{self.policy}|{self.action}|{self.rule}"
+
+
+class HitTable:
+    """Stable, short NFLOG prefixes for hits (the kernel keeps at most 127 bytes, so names
+    cannot travel in them): ``pal`` + ``i``/``e`` + 12 hex digits of the hit's digest."""
+
+    def __init__(self) -> None:
+        self._hits: dict[str, Hit] = {}
+
+    @staticmethod
+    def identifier(hit: Hit) -> str:
+        text = f"{hit.tier}|{hit.policy}|{hit.action}|{hit.rule}"
+        return hashlib.blake2s(text.encode(), digest_size=6).hexdigest()
+
+    def prefix(self, direction: Direction, hit: Hit) -> str:
+        identifier = self.identifier(hit)
+        self._hits[identifier] = hit
+        return f"{PREFIX}{direction[0]}{identifier}"
+
+    def lookup(self, prefix: str) -> tuple[Direction, Hit] | None:
+        if not prefix.startswith(PREFIX) or len(prefix) < len(PREFIX) + 2:
+            return None
+        direction = _CODES.get(prefix[len(PREFIX)])
+        hit = self._hits.get(prefix[len(PREFIX) + 1 :])
+        if direction is None or hit is None:
+            return None
+        return direction, hit
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointInfo:
+    """What a flow record says of one side."""
+
+    name: str = "-"
+    name_aggr: str = "-"
+    namespace: str = "-"
+    type: EndpointType = "net"
+    labels: tuple[str, ...] = ()
+
+
+EndpointLookup = Callable[[str], EndpointInfo]
+"""An IP address → what the node knows of it (a pod, a network set, or just a network)."""
+
+
+def network_info(ip: str) -> EndpointInfo:
+    """An address nothing names: ``pvt`` or ``pub`` as Calico aggregates it."""
+    address = ipaddress.ip_address(ip)
+    private = address.version == 4 and any(
+        address in ipaddress.ip_network(net)
+        for net in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+    )
+    return EndpointInfo(name_aggr="pvt" if private else "pub")
+
+
+FiveTuple = tuple[int, str, int | None, str, int | None]  # protocol, src, sport, dst, dport
+
+
+@dataclass(frozen=True, slots=True)
+class ConntrackEntry:
+    """A connection the kernel tracks, with its counters in each direction."""
+
+    protocol: int
+    source: str
+    source_port: int | None
+    destination: str
+    destination_port: int | None
+    packets_out: int  # original direction: source → destination
+    bytes_out: int
+    packets_in: int  # reply direction
+    bytes_in: int
+
+    @property
+    def key(self) -> FiveTuple:
+        return (
+            self.protocol,
+            self.source,
+            self.source_port,
+            self.destination,
+            self.destination_port,
+        )
+
+
+@dataclass
+class _Flow:
+    direction: Direction
+    key: FiveTuple
+    hits: list[Hit] = field(default_factory=list)
+    started: float = 0.0
+    started_in_interval: bool = True
+    ended: bool = False
+    denied_packets: int = 0
+    denied_bytes: int = 0
+    counted: tuple[int, int, int, int] = (0, 0, 0, 0)  # packets/bytes out, in, at last flush
+    current: tuple[int, int, int, int] = (0, 0, 0, 0)
+    seen_in_conntrack: bool = False
+
+    @property
+    def action(self) -> Literal["allow", "deny"]:
+        last = self.hits[-1].action if self.hits else "deny"
+        return "allow" if last == "allow" else "deny"
+
+
+class FlowCollector:
+    """Joins rule hits and conntrack into flow records (see the module docstring)."""
+
+    def __init__(self, node: str, hits: HitTable, lookup: EndpointLookup) -> None:
+        self.node = node
+        self.hits = hits
+        self.lookup = lookup
+        self._flows: dict[tuple[Direction, FiveTuple], _Flow] = {}
+        self.unknown_prefixes = 0
+
+    def on_logged(
+        self,
+        prefix: str,
+        key: FiveTuple,
+        length: int,
+        now: float,
+    ) -> None:
+        """A packet a rule logged: ``key`` its 5-tuple, ``length`` its IP length."""
+        found = self.hits.lookup(prefix)
+        if found is None:
+            self.unknown_prefixes += 1
+            return
+        direction, hit = found
+        flow = self._flows.get((direction, key))
+        if flow is None:
+            flow = self._flows[(direction, key)] = _Flow(direction, key, started=now)
+        if flow.hits and flow.hits[-1].action != "pass":
+            # a new attempt of a 5-tuple whose trace is complete (a retransmitted SYN, a UDP
+            # packet before conntrack confirmed the first): the trace restarts
+            if hit == flow.hits[0]:
+                flow.hits = []
+            else:
+                return
+        flow.hits.append(hit)
+        if hit.action == "deny":
+            flow.denied_packets += 1
+            flow.denied_bytes += length
+
+    def on_conntrack(self, entries: Iterable[ConntrackEntry]) -> None:
+        """A dump of the kernel's connections: the counters of those we know."""
+        for entry in entries:
+            for direction in DIRECTIONS:
+                flow = self._flows.get((direction, entry.key))
+                if flow is not None:
+                    flow.seen_in_conntrack = True
+                    flow.current = (
+                        entry.packets_out,
+                        entry.bytes_out,
+                        entry.packets_in,
+                        entry.bytes_in,
+                    )
+
+    def on_destroyed(self, entry: ConntrackEntry) -> None:
+        """The kernel forgot a connection (final counters)."""
+        self.on_conntrack([entry])
+        for direction in DIRECTIONS:
+            flow = self._flows.get((direction, entry.key))
+            if flow is not None:
+                flow.ended = True
+
+    def flush(
+        self, start: float, end: float, live: set[FiveTuple] | None = None
+    ) -> list[FlowRecord]:
+        """Records for the interval ``[start, end)``; ``live`` (the 5-tuples conntrack still
+        holds, from the dump just fed) marks allowed connections missing from it as ended."""
+        records = []
+        for map_key, flow in list(self._flows.items()):
+            allowed_and_tracked = flow.action == "allow" and flow.seen_in_conntrack
+            if allowed_and_tracked and live is not None and flow.key not in live:
+                flow.ended = True
+            records.append(self._record(flow, int(start), int(end)))
+            flow.counted = flow.current
+            flow.started_in_interval = False
+            flow.denied_packets = flow.denied_bytes = 0
+            if flow.ended or flow.action == "deny":
+                del self._flows[map_key]
+        return records
+
+    def _record(self, flow: _Flow, start: int, end: int) -> FlowRecord:
+        protocol, source, sport, destination, dport = flow.key
+        src, dst = self.lookup(source), self.lookup(destination)
+        local_is_source = flow.direction == "egress"
+        if flow.action == "deny":
+            packets_out, bytes_out, packets_in, bytes_in = (
+                flow.denied_packets,
+                flow.denied_bytes,
+                0,
+                0,
+            )
+        else:
+            (packets_out, bytes_out, packets_in, bytes_in) = (
+                flow.current[0] - flow.counted[0],
+                flow.current[1] - flow.counted[1],
+                flow.current[2] - flow.counted[2],
+                flow.current[3] - flow.counted[3],
+            )
+        if not local_is_source:  # "in" and "out" are the reporting endpoint's
+            packets_out, bytes_out, packets_in, bytes_in = (
+                packets_in,
+                bytes_in,
+                packets_out,
+                bytes_out,
+            )
+        return FlowRecord(
+            start_time=start,
+            end_time=end,
+            action=flow.action,
+            reporter="src" if local_is_source else "dst",
+            proto=proto_name(protocol),
+            source_ip=source,
+            source_port=sport,
+            source_name=src.name,
+            source_name_aggr=src.name_aggr,
+            source_namespace=src.namespace,
+            source_type=src.type,
+            source_labels=src.labels,
+            dest_ip=destination,
+            dest_port=dport,
+            dest_name=dst.name,
+            dest_name_aggr=dst.name_aggr,
+            dest_namespace=dst.namespace,
+            dest_type=dst.type,
+            dest_labels=dst.labels,
+            enforced_policies=tuple(hit.text(i) for i, hit in enumerate(flow.hits)),
+            bytes_in=bytes_in,
+            bytes_out=bytes_out,
+            packets_in=packets_in,
+            packets_out=packets_out,
+            num_flows=1,
+            num_flows_started=1 if flow.started_in_interval else 0,
+            num_flows_completed=1 if flow.ended or flow.action == "deny" else 0,
+            host=self.node,
+        )

@@ -11,6 +11,7 @@ import typer
 from . import _lab, _policy, _resources, _server
 from ._agent import agent
 from ._demo import demo
+from ._flows_offline import recommend_command, whatif_command
 
 app = typer.Typer(
     name="palisade",
@@ -26,6 +27,8 @@ app.command()(_resources.delete)
 app.command()(demo)
 app.command()(agent)
 app.add_typer(_policy.app, name="policy")
+app.command(name="recommend")(recommend_command)
+app.command(name="whatif")(whatif_command)
 app.add_typer(_lab.app, name="lab")
 app.command()(_server.server)
 app.add_typer(_server.flows_app, name="flows")

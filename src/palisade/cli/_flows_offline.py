@@ -1,0 +1,286 @@
+"""`palisade recommend` and `palisade whatif`: policy from recorded flows, and the effect of
+a policy change on them, from Calico flow-log files (NDJSON, one record a line).
+
+The commands read records through :func:`read_flow_files`, an iterator of
+:class:`FlowRecord`; the library functions take any such iterable, so a server query
+(``--since 1h``) can take the files' place without touching them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from palisade.flows import FlowRecord
+from palisade.recommend import RecommendOptions, recommend
+from palisade.whatif import WhatIfReport, whatif
+
+from ._common import console, err_console, fail, load_documents
+
+MAX_REPORTED_LINES = 20
+
+
+@dataclass
+class FlowFileProblems:
+    """Lines that are not flow records: reported with file and line, then skipped."""
+
+    lines: list[str] = field(default_factory=list)
+    count: int = 0
+
+    def add(self, text: str) -> None:
+        self.count += 1
+        if len(self.lines) < MAX_REPORTED_LINES:
+            self.lines.append(text)
+
+    def report(self) -> None:
+        for line in self.lines:
+            err_console.print(f"[yellow]warning:[/yellow] {line}", soft_wrap=True, markup=True)
+        if self.count > len(self.lines):
+            err_console.print(f"[yellow]warning:[/yellow] … {self.count - len(self.lines)} more")
+        if self.count:
+            err_console.print(f"{self.count} line(s) skipped: not flow records")
+
+
+def read_flow_files(paths: Sequence[Path], problems: FlowFileProblems) -> Iterator[FlowRecord]:
+    """Flow records from Calico-format NDJSON files (``FlowRecord.from_json`` per line);
+    blank lines are ignored, bad lines recorded in ``problems`` with file and line number."""
+    for path in paths:
+        with path.open(encoding="utf-8", errors="replace") as stream:
+            for number, line in enumerate(stream, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    document = json.loads(line)
+                    if not isinstance(document, dict):
+                        raise ValueError("not a JSON object")
+                    yield FlowRecord.from_json(document)
+                except (ValueError, KeyError, TypeError) as exc:
+                    reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+                    problems.add(f"{path}:{number}: {reason}")
+
+
+def _check_files(paths: Sequence[Path], option: str) -> None:
+    if not paths:
+        fail(f"no flow records: give one or more NDJSON files with {option}")
+    for path in paths:
+        if not path.is_file():
+            fail(f"{option} {path}: no such file")
+
+
+class PolicyKindOption(StrEnum):
+    calico = "calico"
+    kubernetes = "kubernetes"
+
+
+class ReportFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+FlowsOption = Annotated[
+    list[Path],
+    typer.Option("--flows", help="Calico flow-log NDJSON file, one record a line (repeatable)."),
+]
+
+
+def recommend_command(
+    flows: FlowsOption,
+    filename: Annotated[
+        list[Path],
+        typer.Option("-f", "--filename", help="Cluster manifests: file or directory (repeatable)."),
+    ],
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--namespace",
+            "-n",
+            help="Recommend for this namespace (repeatable). Default: every namespace the "
+            "flows show, system namespaces left out.",
+        ),
+    ] = None,
+    tier: Annotated[str, typer.Option("--tier", help="Tier of Calico policies.")] = "default",
+    kind: Annotated[
+        PolicyKindOption, typer.Option("--kind", help="Calico or Kubernetes policies.")
+    ] = PolicyKindOption.calico,
+    enforced: Annotated[
+        bool, typer.Option("--enforced", help="Enforced kinds instead of staged ones.")
+    ] = False,
+    per_workload: Annotated[
+        bool, typer.Option("--per-workload", help="One policy per workload, not per namespace.")
+    ] = False,
+    external_prefix: Annotated[
+        int, typer.Option("--external-prefix", help="Aggregate external addresses to /N.")
+    ] = 24,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write the YAML here, not stdout.")
+    ] = None,
+) -> None:
+    """Least-privilege policies from recorded flows (staged unless --enforced)."""
+    _check_files(flows, "--flows")
+    if not 0 <= external_prefix <= 32:
+        fail("--external-prefix must be 0-32")
+    documents = load_documents(filename)
+    problems = FlowFileProblems()
+    options = RecommendOptions(
+        tier=tier,
+        kind="kubernetes" if kind is PolicyKindOption.kubernetes else "calico",
+        enforced=enforced,
+        per_workload=per_workload,
+        namespaces=tuple(namespace or ()),
+        external_prefix=external_prefix,
+    )
+    result = recommend(read_flow_files(flows, problems), documents, options)
+    problems.report()
+    if result.records == 0:
+        fail("no flow records in the input")
+    text = result.to_yaml()
+    summary = Table(
+        title=f"{result.used} of {result.records} records used as evidence",
+        title_justify="left",
+    )
+    for column in ("kind", "namespace", "name", "ingress rules", "egress rules"):
+        summary.add_column(column)
+    for document in result.documents:
+        spec = document.get("spec") or {}
+        meta = document.get("metadata") or {}
+        summary.add_row(
+            str(document.get("kind")),
+            str(meta.get("namespace", "")),
+            str(meta.get("name")),
+            str(len(spec.get("ingress") or ())) if "ingress" in spec else "",
+            str(len(spec.get("egress") or ())) if "egress" in spec else "",
+        )
+    if output is not None:
+        output.write_text(text, encoding="utf-8")
+        console.print(summary)
+        console.print(f"written to {output}")
+    else:
+        print(text, end="")
+        err_console.print(summary)
+
+
+def _summary_table(report: WhatIfReport) -> Table:
+    table = Table(title=f"what-if ({report.mode}): verdict changes", title_justify="left")
+    for column, justify in (("", "left"), ("records", "right"), ("flows", "right")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    table.add_row(
+        "[red]allow → deny[/red]",
+        f"{report.allow_to_deny_records:,}",
+        f"{report.allow_to_deny_flows:,}",
+    )
+    table.add_row(
+        "[green]deny → allow[/green]",
+        f"{report.deny_to_allow_records:,}",
+        f"{report.deny_to_allow_flows:,}",
+    )
+    table.add_row("unchanged", f"{report.unchanged_records:,}", f"{report.unchanged_flows:,}")
+    table.add_row(
+        "[yellow]unknown[/yellow]", f"{report.unknown_records:,}", f"{report.unknown_flows:,}"
+    )
+    for reason, (records, flows) in sorted(report.unknown.items()):
+        table.add_row(f"  {reason}", f"{records:,}", f"{flows:,}", style="dim")
+    table.add_row("total", f"{report.records:,}", f"{report.flows:,}", style="bold")
+    return table
+
+
+def _pairs_table(report: WhatIfReport, limit: int) -> Table:
+    table = Table(title="by workload pair", title_justify="left")
+    for column in ("change", "source", "destination", "records", "flows", "ports"):
+        table.add_column(column, justify="right" if column in ("records", "flows") else "left")
+    for pair in report.by_pair[:limit]:
+        style = "red" if pair.change.startswith("allow") else "green"
+        table.add_row(
+            f"[{style}]{pair.change}[/{style}]",
+            pair.source,
+            pair.destination,
+            f"{pair.records:,}",
+            f"{pair.flows:,}",
+            ", ".join(pair.ports),
+        )
+    if len(report.by_pair) > limit:
+        table.caption = f"{len(report.by_pair) - limit} more pairs (--limit, or --format json)"
+    return table
+
+
+def _policies_table(report: WhatIfReport, limit: int) -> Table:
+    table = Table(title="by deciding policy (new verdict)", title_justify="left")
+    for column in ("change", "tier", "policy", "rule", "records", "flows"):
+        table.add_column(column, justify="right" if column in ("records", "flows") else "left")
+    for change in report.by_policy[:limit]:
+        rule = (
+            ""
+            if change.rule is None
+            else ("end of tier" if change.rule == -1 else str(change.rule))
+        )
+        style = "red" if change.change.startswith("allow") else "green"
+        table.add_row(
+            f"[{style}]{change.change}[/{style}]",
+            change.tier,
+            change.policy,
+            rule,
+            f"{change.records:,}",
+            f"{change.flows:,}",
+        )
+    return table
+
+
+def whatif_command(
+    flows: FlowsOption,
+    cluster: Annotated[
+        list[Path],
+        typer.Option("--cluster", help="Cluster manifests: file or directory (repeatable)."),
+    ],
+    filename: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "-f",
+            "--filename",
+            help="Proposed policies, applied over the cluster's (same kind, namespace and "
+            "name replace); repeatable.",
+        ),
+    ] = None,
+    staged: Annotated[
+        bool,
+        typer.Option("--staged", help="Treat staged policies as enforced (the pending view)."),
+    ] = False,
+    format: Annotated[
+        ReportFormat, typer.Option("--format", help="Output format.")
+    ] = ReportFormat.table,
+    limit: Annotated[int, typer.Option("--limit", help="Rows per table.")] = 20,
+) -> None:
+    """Which recorded flows would change verdict under proposed or staged policies.
+
+    Exits 1 when some allowed flow would be denied, 0 otherwise."""
+    _check_files(flows, "--flows")
+    if not filename and not staged:
+        fail("nothing to compare: give proposed policies with -f, or --staged")
+    documents = load_documents(cluster)
+    proposed: list[dict[str, Any]] = load_documents(filename) if filename else []
+    problems = FlowFileProblems()
+    report = whatif(read_flow_files(flows, problems), documents, proposed, staged=staged)
+    problems.report()
+    if format is ReportFormat.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        console.print(_summary_table(report))
+        if report.by_pair:
+            console.print(_pairs_table(report, limit))
+            console.print(_policies_table(report, limit))
+        if report.untraced_flows:
+            console.print(
+                f"[dim]{report.untraced_flows:,} changed flows not traced to a policy "
+                "(over the trace limit)[/dim]"
+            )
+        if report.model_disagreements:
+            console.print(
+                f"[yellow]{report.model_disagreements:,} denied records are allowed by the "
+                "current cluster documents: they may not be what the cluster enforced[/yellow]"
+            )
+    raise typer.Exit(1 if report.allow_to_deny_records else 0)

@@ -9,6 +9,7 @@ import struct
 import pytest
 
 from palisade.dataplane.linux import Netlink
+from palisade.dataplane.linux._conntrack import enable_accounting, read_conntrack
 from palisade.dataplane.linux._netns import run_in_netns
 from palisade.dataplane.linux._nflog import NflogReader, decode_payload
 from tests.dataplane.conftest import Namespaces
@@ -100,3 +101,38 @@ def test_payload_decoding() -> None:
     for broken in (b"", bytes([0x45]) + b"\0" * 10, bytes([0x20]) * 40):
         with pytest.raises(ValueError):
             decode_payload(broken)
+
+
+CONNECT = (
+    "import socket\n"
+    "s = socket.socket(); s.bind(('127.0.0.1', 7000)); s.listen()\n"
+    "c = socket.create_connection(('127.0.0.1', 7000)); a, _ = s.accept()\n"
+    "c.sendall(b'x' * 5000); got = 0\n"
+    "while got < 5000: got += len(a.recv(10000))\n"
+    "a.sendall(b'y' * 300); c.recv(1000)\n"
+)
+TRACK = """
+table inet pal_ct_test {
+  chain out {
+    type filter hook output priority 0;
+    ct state new counter
+  }
+}
+"""
+
+
+@pytest.mark.root
+def test_conntrack_counts_bytes_of_each_direction(netns: Namespaces) -> None:
+    with Netlink(netns.a) as nl:
+        nl.set_up("lo")
+    run_in_netns(netns.a, ["nft", "-f", "-"], input=TRACK, check=True)
+    enable_accounting(netns.a)
+    run_in_netns(netns.a, ["python3", "-c", CONNECT], check=True)
+    entries = [e for e in read_conntrack(netns.a) if e.destination_port == 7000]
+    assert len(entries) == 1
+    entry = entries[0]
+    assert (entry.protocol, entry.source, entry.destination) == (6, "127.0.0.1", "127.0.0.1")
+    # payload plus TCP/IP headers (and the handshake and teardown) in each direction
+    assert 5000 < entry.bytes_out < 5000 + 20 * 52 and entry.packets_out >= 3
+    assert 300 < entry.bytes_in < 300 + 20 * 52 and entry.packets_in >= 2
+    assert read_conntrack(netns.b) == []  # another namespace's table

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -96,7 +97,8 @@ class FlowColumns:
 
     @classmethod
     def from_records(cls, records: Iterable[FlowRecord]) -> FlowColumns:
-        refs: dict[EndpointRef, int] = {}
+        # Plain tuples as keys: hashing a frozen dataclass rebuilds its tuple every time.
+        refs: dict[tuple[Any, ...], int] = {}
         src: list[int] = []
         dst: list[int] = []
         protocol: list[int] = []
@@ -106,20 +108,43 @@ class FlowColumns:
         start: int | None = None
         end: int | None = None
         for record in records:
-            source = EndpointRef.source(record)
-            destination = EndpointRef.destination(record)
-            src.append(refs.setdefault(source, len(refs)))
-            dst.append(refs.setdefault(destination, len(refs)))
+            source = (
+                record.source_type,
+                record.source_namespace,
+                record.source_name,
+                record.source_name_aggr,
+                record.source_ip,
+                record.source_labels,
+            )
+            index = refs.get(source)
+            if index is None:
+                index = refs[source] = len(refs)
+            src.append(index)
+            destination = (
+                record.dest_type,
+                record.dest_namespace,
+                record.dest_name,
+                record.dest_name_aggr,
+                record.dest_ip,
+                record.dest_labels,
+            )
+            index = refs.get(destination)
+            if index is None:
+                index = refs[destination] = len(refs)
+            dst.append(index)
             number = protocols.get(record.proto)
             if number is None:
                 number = protocols[record.proto] = protocol_number(record.proto)
             protocol.append(number)
-            port.append(NO_PORT if record.dest_port is None else record.dest_port)
+            dest_port = record.dest_port
+            port.append(NO_PORT if dest_port is None else dest_port)
             allowed.append(record.action == "allow")
-            start = record.start_time if start is None else min(start, record.start_time)
-            end = record.end_time if end is None else max(end, record.end_time)
+            if start is None or record.start_time < start:
+                start = record.start_time
+            if end is None or record.end_time > end:
+                end = record.end_time
         return cls(
-            endpoints=list(refs),
+            endpoints=[EndpointRef(*key) for key in refs],
             src=np.array(src, dtype=np.int32),
             dst=np.array(dst, dtype=np.int32),
             protocol=np.array(protocol, dtype=np.uint8),

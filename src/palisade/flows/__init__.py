@@ -18,6 +18,17 @@ from ._aggregate import (
     aggregate_by_action,
     iter_aggregate,
 )
+from ._import import (
+    FlowFormat,
+    ImportItem,
+    ImportResult,
+    Malformed,
+    Skipped,
+    iter_calico,
+    iter_flows,
+    iter_hubble,
+    read_flows,
+)
 from ._record import (
     PROTO_NAMES,
     PROTO_NUMBERS,
@@ -38,10 +49,19 @@ __all__ = [
     "AggregationLevel",
     "Aggregator",
     "EndpointType",
+    "FlowFormat",
     "FlowRecord",
+    "ImportItem",
+    "ImportResult",
+    "Malformed",
     "Reporter",
+    "Skipped",
     "aggregate",
     "aggregate_by_action",
     "iter_aggregate",
+    "iter_calico",
+    "iter_flows",
+    "iter_hubble",
     "proto_name",
+    "read_flows",
 ]

@@ -165,6 +165,7 @@ RECORDS = [
     record("src", API, "203.0.113.9", 443),
     record("src", API, "8.8.8.8", 53, "udp"),
     record("src", API, "8.8.4.4", 53, "udp"),
+    record("src", DB, "10.244.0.99", 8472, "udp"),
     record("dst", CLIENT, WEB, 80),
     record("dst", CLIENT, API, 8080, action="deny"),
 ]
@@ -247,7 +248,11 @@ def test_calico_per_workload_rules() -> None:
     assert {"selector": "role == 'partner'", "namespaceSelector": "global()", "ports": [443]} in (
         egress_targets
     )
-    new_sets = [d for d in result.documents if d["kind"] == "NetworkSet"]
+    new_sets = [
+        d
+        for d in result.documents
+        if d["kind"] == "NetworkSet" and "8.8.8.0/24" in d["spec"]["nets"]
+    ]
     assert len(new_sets) == 1
     assert new_sets[0]["spec"]["nets"] == ["8.8.4.0/24", "8.8.8.0/24"]
     assert new_sets[0]["metadata"]["namespace"] == "shop"
@@ -257,7 +262,7 @@ def test_calico_per_workload_rules() -> None:
     )
     assert canary["spec"]["ingress"] == [] and canary["spec"]["egress"] == []
     text = result.to_yaml()
-    assert "# Evidence: 17 flow records read, 16 allowed records used" in text
+    assert "# Evidence: 18 flow records read, 17 allowed records used" in text
     assert "Tier 'security' is not in the cluster documents" in text
     assert "shop/api-2" in text  # idle workloads are named in the header
 
@@ -327,3 +332,14 @@ def test_external_peers_without_address(aggregated: str) -> None:
     else:
         assert destination["notSelector"] == "has(projectcalico.org/orchestrator)"
     assert "aggregation level 2" in result.to_yaml()
+
+
+def test_external_networks_never_cover_pods() -> None:
+    """An address inside the pod range that is no pod (a node's tunnel address) gets the
+    largest network around it that holds no endpoint, not the pods' /24."""
+    result = recommend(RECORDS, CLUSTER, RecommendOptions(per_workload=True))
+    nets = sorted(
+        n for d in result.documents if d["kind"] == "NetworkSet" for n in d["spec"]["nets"]
+    )
+    assert "10.244.0.64/26" in nets
+    assert "10.244.0.0/24" not in nets

@@ -8,6 +8,7 @@ source's egress, so each side is judged on what its own node saw. Records are re
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 from collections import Counter
 from collections.abc import Iterable
@@ -164,6 +165,10 @@ class Resolver:
                 self.by_generate_name.setdefault(key, []).append(pod)
         self.hosts = {e.name: e for e in cluster.endpoints if e.kind == "hep"}
         self.sets = {(s.namespace or "", s.name): s for s in cluster.network_sets}
+        self._endpoint_addresses = {
+            version: sorted(int(ip) for ip in self.by_ip if ip.version == version)
+            for version in (4, 6)
+        }
 
     def _ip(self, text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         if not text:
@@ -232,9 +237,28 @@ class Resolver:
         network_set = self._containing_set(ip, local_namespace)
         if network_set is not None:
             return [self._set_peer(network_set)]
-        prefix = self.external_prefix if ip.version == 4 else 64
-        net = ipaddress.ip_network(f"{ip}/{min(prefix, ip.max_prefixlen)}", strict=False)
+        net = self._aggregate(ip)
         return [Peer("nets", "", str(net), nets=(str(net),))]
+
+    def _aggregate(
+        self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address
+    ) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        """The observed address's network at the configured prefix, narrowed until it holds
+        no endpoint of the cluster: a node's tunnel address inside the pod range must not
+        open a rule to the pods around it."""
+        prefix = min(self.external_prefix if ip.version == 4 else 64, ip.max_prefixlen)
+        while True:
+            net = ipaddress.ip_network(f"{ip}/{prefix}", strict=False)
+            low, high = int(net.network_address), int(net.broadcast_address)
+            addresses = self._endpoint_addresses[ip.version]
+            position = bisect.bisect_left(addresses, low)
+            if (
+                prefix >= ip.max_prefixlen
+                or position == len(addresses)
+                or addresses[position] > high
+            ):
+                return net
+            prefix += 1
 
     def _set_peer(self, network_set: NetworkSetInfo) -> Peer:
         return Peer(

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from palisade.flows import FlowRecord
+from palisade.flows import FlowFormat, FlowRecord, Malformed, iter_flows
 from palisade.recommend import RecommendOptions, recommend
 from palisade.whatif import WhatIfReport, whatif
 
@@ -48,22 +48,18 @@ class FlowFileProblems:
             err_console.print(f"{self.count} line(s) skipped: not flow records")
 
 
-def read_flow_files(paths: Sequence[Path], problems: FlowFileProblems) -> Iterator[FlowRecord]:
-    """Flow records from Calico-format NDJSON files (``FlowRecord.from_json`` per line);
-    blank lines are ignored, bad lines recorded in ``problems`` with file and line number."""
+def read_flow_files(
+    paths: Sequence[Path], problems: FlowFileProblems, format: FlowFormat = "calico"
+) -> Iterator[FlowRecord]:
+    """Flow records from NDJSON files (Calico flow logs by default, read with
+    ``palisade.flows.iter_flows``), streamed; malformed lines are recorded in ``problems``
+    with file and line number, lines holding no flow (Hubble's agent events) skipped."""
     for path in paths:
-        with path.open(encoding="utf-8", errors="replace") as stream:
-            for number, line in enumerate(stream, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    document = json.loads(line)
-                    if not isinstance(document, dict):
-                        raise ValueError("not a JSON object")
-                    yield FlowRecord.from_json(document)
-                except (ValueError, KeyError, TypeError) as exc:
-                    reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
-                    problems.add(f"{path}:{number}: {reason}")
+        for item in iter_flows(path, format):
+            if isinstance(item, FlowRecord):
+                yield item
+            elif isinstance(item, Malformed):
+                problems.add(f"{path}:{item.line}: {item.reason}")
 
 
 def _check_files(paths: Sequence[Path], option: str) -> None:
@@ -87,6 +83,18 @@ class ReportFormat(StrEnum):
 FlowsOption = Annotated[
     list[Path],
     typer.Option("--flows", help="Calico flow-log NDJSON file, one record a line (repeatable)."),
+]
+
+
+class FlowFileFormat(StrEnum):
+    calico = "calico"
+    hubble = "hubble"
+    auto = "auto"
+
+
+FlowFormatOption = Annotated[
+    FlowFileFormat,
+    typer.Option("--flows-format", help="Format of the --flows files."),
 ]
 
 
@@ -121,6 +129,7 @@ def recommend_command(
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Write the YAML here, not stdout.")
     ] = None,
+    flows_format: FlowFormatOption = FlowFileFormat.calico,
 ) -> None:
     """Least-privilege policies from recorded flows (staged unless --enforced)."""
     _check_files(flows, "--flows")
@@ -136,7 +145,11 @@ def recommend_command(
         namespaces=tuple(namespace or ()),
         external_prefix=external_prefix,
     )
-    result = recommend(read_flow_files(flows, problems), documents, options)
+    result = recommend(
+        read_flow_files(flows, problems, flows_format.value),
+        documents,
+        options,
+    )
     problems.report()
     if result.records == 0:
         fail("no flow records in the input")
@@ -168,8 +181,9 @@ def recommend_command(
 
 def _summary_table(report: WhatIfReport) -> Table:
     table = Table(title=f"what-if ({report.mode}): verdict changes", title_justify="left")
-    for column, justify in (("", "left"), ("records", "right"), ("flows", "right")):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    table.add_column("")
+    table.add_column("records", justify="right")
+    table.add_column("flows", justify="right")
     table.add_row(
         "[red]allow → deny[/red]",
         f"{report.allow_to_deny_records:,}",
@@ -254,6 +268,7 @@ def whatif_command(
         ReportFormat, typer.Option("--format", help="Output format.")
     ] = ReportFormat.table,
     limit: Annotated[int, typer.Option("--limit", help="Rows per table.")] = 20,
+    flows_format: FlowFormatOption = FlowFileFormat.calico,
 ) -> None:
     """Which recorded flows would change verdict under proposed or staged policies.
 
@@ -264,7 +279,12 @@ def whatif_command(
     documents = load_documents(cluster)
     proposed: list[dict[str, Any]] = load_documents(filename) if filename else []
     problems = FlowFileProblems()
-    report = whatif(read_flow_files(flows, problems), documents, proposed, staged=staged)
+    report = whatif(
+        read_flow_files(flows, problems, flows_format.value),
+        documents,
+        proposed,
+        staged=staged,
+    )
     problems.report()
     if format is ReportFormat.json:
         print(json.dumps(report.to_json(), indent=2))

@@ -1,0 +1,340 @@
+"""Flow-store benchmark: prints figures, each measured in this run.
+
+    .venv/bin/python bench/flows_bench.py            # 10,000,000 records (several minutes)
+    .venv/bin/python bench/flows_bench.py --quick    # a small smoke run (seconds)
+    .venv/bin/python bench/flows_bench.py --records 2000000 --memory
+
+Input: Calico Enterprise flow-log records (``calico-policy.md`` §6.1) for a day of traffic in
+the cluster ``generate_cluster(namespaces=30, pods=2000, policies=300, tiers=3)``: every
+workload (pods grouped by generateName) talks to a few others (a skewed popularity), to DNS,
+to network sets and to the internet, and some outside addresses call in; about 10% of the
+pairs are denied. Allowed records are at aggregation level 2 (no IPs, no source ports),
+denied ones at level 1 (with IPs), Calico's defaults; a pod-to-pod connection gives a ``src``
+and a ``dst`` record on the two nodes; the hits name the cluster's real policies and tiers;
+five-minute intervals (Enterprise's default flush). The templates are built in Python and
+DuckDB writes the NDJSON file (``COPY … (FORMAT json)``) before anything is timed.
+
+(a) ``FlowStore.ingest_ndjson(path)`` into an empty file store (``--memory``: in memory):
+    records per second, the whole call (read, parse, validate, insert, commit) — target
+    >= 1,000,000/s;
+(b) ``FlowStore.graph()`` over all records (namespace view), median of 5 — target < 1 s;
+    and, for reference, the view with one namespace expanded, a one-hour window, and
+    ``top_talkers``/``denied`` over everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+
+from palisade.flowstore import FlowStore
+from palisade.policy.synthetic import generate_cluster
+
+T = TypeVar("T")
+
+INTERVAL = 300
+DAY = 86_400
+BASE_TIME = 1_717_200_000
+
+
+def _templates(seed: int) -> list[dict[str, Any]]:
+    """One template per (reporter, source, destination, port): everything a record carries
+    except its time and counters."""
+    rng = random.Random(seed)
+    documents = generate_cluster(namespaces=30, pods=2000, policies=300, tiers=3, seed=seed)
+    workloads: dict[tuple[str, str], dict[str, Any]] = {}
+    policies_by_namespace: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    global_policies: list[tuple[str, str]] = []
+    network_sets: list[tuple[str, str]] = []
+    for document in documents:
+        kind = document["kind"]
+        metadata = document["metadata"]
+        if kind == "Pod":
+            namespace = metadata["namespace"]
+            aggr = (metadata.get("generateName") or metadata["name"]) + (
+                "*" if metadata.get("generateName") else ""
+            )
+            labels = sorted(f"{k}={v}" for k, v in metadata.get("labels", {}).items())
+            ports = [
+                (port.get("name", "-"), port["containerPort"], port.get("protocol", "TCP"))
+                for container in document["spec"].get("containers", [])
+                for port in container.get("ports", [])
+            ]
+            workload = workloads.setdefault(
+                (namespace, aggr),
+                {
+                    "namespace": namespace,
+                    "aggr": aggr,
+                    "app": metadata.get("labels", {}).get("app", aggr),
+                    "labels": labels,
+                    "ports": ports,
+                    "pods": [],
+                },
+            )
+            workload["pods"].append(
+                (metadata["name"], document["status"]["podIP"], document["spec"]["nodeName"])
+            )
+        elif kind == "NetworkPolicy":
+            tier = document["spec"].get("tier", "default")
+            policies_by_namespace[metadata["namespace"]].append((tier, metadata["name"]))
+        elif kind == "GlobalNetworkPolicy":
+            global_policies.append((document["spec"].get("tier", "default"), metadata["name"]))
+        elif kind in ("NetworkSet", "GlobalNetworkSet"):
+            network_sets.append((metadata.get("namespace", "-"), metadata["name"]))
+
+    def hits(namespace: str, action: str) -> list[str]:
+        chosen: list[str] = []
+        if global_policies and rng.random() < 0.4:
+            tier, name = rng.choice(global_policies)
+            chosen.append(f"{len(chosen)}|{tier}|gnp:{tier}.{name}|pass|{rng.randrange(3)}")
+        local = policies_by_namespace.get(namespace)
+        if local:
+            tier, name = rng.choice(local)
+            rule = rng.randrange(4) if action == "allow" else -1
+            chosen.append(f"{len(chosen)}|{tier}|np:{namespace}/{tier}.{name}|{action}|{rule}")
+        else:
+            chosen.append(f"{len(chosen)}|__PROFILE__|pro:kns.{namespace}|{action}|0")
+        return chosen
+
+    listed = sorted(workloads.values(), key=lambda w: (w["namespace"], w["aggr"]))
+    popularity = [1.0 / (rank + 1) ** 0.8 for rank in range(len(listed))]
+    rng.shuffle(popularity)
+    dns = [w for w in listed if w["app"] == "coredns"] or listed[:1]
+    templates: list[dict[str, Any]] = []
+
+    def endpoint(workload: dict[str, Any] | None, name: str = "pub") -> dict[str, Any]:
+        if workload is None:
+            kind = "ns" if name not in ("pub", "pvt") else "net"
+            namespace, _, set_name = name.rpartition("/")
+            return {
+                "type": kind,
+                "namespace": namespace or "-",
+                "aggr": set_name,
+                "labels": [],
+                "pod": ("-", None, None),
+            }
+        return {
+            "type": "wep",
+            "namespace": workload["namespace"],
+            "aggr": workload["aggr"],
+            "labels": workload["labels"],
+            "pod": rng.choice(workload["pods"]),
+        }
+
+    def add(source: dict[str, Any], dest: dict[str, Any], port: Any, action: str) -> None:
+        port_name, port_number, protocol = port
+        policy_namespace = dest["namespace"] if dest["type"] == "wep" else source["namespace"]
+        trace = hits(policy_namespace, action)
+        service = (
+            (dest["namespace"], dest["aggr"].split("-")[0])
+            if dest["type"] == "wep"
+            else (
+                "-",
+                "-",
+            )
+        )
+        reporters = []
+        if source["type"] == "wep":
+            reporters.append("src")
+        if dest["type"] == "wep" and (action == "allow" or source["type"] != "wep"):
+            reporters.append("dst")
+        if action == "deny" and source["type"] == "wep" and dest["type"] == "wep":
+            reporters = [rng.choice(["src", "dst"])]
+        for reporter in reporters:
+            # An allowed source record of a connection denied at the destination is left out:
+            # the generator writes one record per reporter that saw the verdict.
+            host = (source if reporter == "src" else dest)["pod"][2]
+            denied = action == "deny"
+            templates.append(
+                {
+                    "action": action,
+                    "reporter": reporter,
+                    "proto": protocol.lower(),
+                    "source_ip": source["pod"][1] if denied else None,
+                    "source_name": source["pod"][0] if denied and source["pod"][1] else "-",
+                    "source_name_aggr": source["aggr"],
+                    "source_namespace": source["namespace"],
+                    "source_type": source["type"],
+                    "source_labels": source["labels"],
+                    "dest_ip": dest["pod"][1] if denied else None,
+                    "dest_port": port_number,
+                    "dest_name": dest["pod"][0] if denied and dest["pod"][1] else "-",
+                    "dest_name_aggr": dest["aggr"],
+                    "dest_namespace": dest["namespace"],
+                    "dest_type": dest["type"],
+                    "dest_labels": dest["labels"],
+                    "dest_service_namespace": service[0],
+                    "dest_service_name": service[1],
+                    "dest_service_port": port_name if service[0] != "-" else "-",
+                    "dest_service_port_num": port_number if service[0] != "-" else None,
+                    "enforced": trace,
+                    "pending": trace,
+                    "host": host or "node-000",
+                    "weight": 1.0,
+                }
+            )
+
+    for workload in listed:
+        peers = rng.choices(listed, weights=popularity, k=4)
+        for peer in peers:
+            if peer is workload or not peer["ports"]:
+                continue
+            action = "deny" if rng.random() < 0.1 else "allow"
+            add(endpoint(workload), endpoint(peer), rng.choice(peer["ports"]), action)
+        add(endpoint(workload), endpoint(rng.choice(dns)), ("dns", 53, "UDP"), "allow")
+        if rng.random() < 0.3:
+            add(endpoint(workload), endpoint(None, "pub"), ("-", 443, "TCP"), "allow")
+        if network_sets and rng.random() < 0.1:
+            namespace, name = rng.choice(network_sets)
+            target = endpoint(None, f"{namespace}/{name}" if namespace != "-" else f"/{name}")
+            add(endpoint(workload), target, ("-", 443, "TCP"), rng.choice(["allow", "deny"]))
+        if workload["ports"] and rng.random() < 0.05:
+            add(endpoint(None, "pub"), endpoint(workload), workload["ports"][0], "deny")
+    return templates
+
+
+def write_ndjson(path: Path, records: int, seed: int) -> int:
+    """Write ``records`` Calico flow-log lines to ``path``; returns the number of templates."""
+    templates = _templates(seed)
+    connection = duckdb.connect()
+    # executemany is slow in DuckDB: the templates go through a JSON file instead.
+    template_file = path.with_name("templates.ndjson")
+    with template_file.open("w") as out:
+        for index, template in enumerate(templates):
+            out.write(json.dumps({"id": index, **template}) + "\n")
+    connection.execute(
+        "CREATE TABLE templates AS SELECT * FROM read_json(?, format='newline_delimited',"
+        " columns={'id': 'INTEGER', 'action': 'VARCHAR', 'reporter': 'VARCHAR',"
+        " 'proto': 'VARCHAR', 'source_ip': 'VARCHAR', 'source_name': 'VARCHAR',"
+        " 'source_name_aggr': 'VARCHAR', 'source_namespace': 'VARCHAR',"
+        " 'source_type': 'VARCHAR', 'source_labels': 'VARCHAR[]', 'dest_ip': 'VARCHAR',"
+        " 'dest_port': 'INTEGER', 'dest_name': 'VARCHAR', 'dest_name_aggr': 'VARCHAR',"
+        " 'dest_namespace': 'VARCHAR', 'dest_type': 'VARCHAR', 'dest_labels': 'VARCHAR[]',"
+        " 'dest_service_namespace': 'VARCHAR', 'dest_service_name': 'VARCHAR',"
+        " 'dest_service_port': 'VARCHAR', 'dest_service_port_num': 'INTEGER',"
+        " 'enforced': 'VARCHAR[]', 'pending': 'VARCHAR[]', 'host': 'VARCHAR',"
+        " 'weight': 'DOUBLE'})",
+        [str(template_file)],
+    )
+    template_file.unlink()
+    count = len(templates)
+    intervals = DAY // INTERVAL
+    # Rows in time order (a day of five-minute intervals); a skewed template choice per row
+    # (busy pairs log in every interval, quiet ones now and then); counters from hashes.
+    connection.execute(
+        f"""COPY (
+        SELECT
+          {BASE_TIME} + (r.range * {intervals} // {records}) * {INTERVAL} AS start_time,
+          {BASE_TIME} + (r.range * {intervals} // {records} + 1) * {INTERVAL} AS end_time,
+          t.host, t.action, t.reporter, t.proto,
+          t.source_ip, NULL::INTEGER AS source_port, t.source_name, t.source_name_aggr,
+          t.source_namespace, t.source_type, {{'labels': t.source_labels}} AS source_labels,
+          t.dest_ip, t.dest_port, t.dest_name, t.dest_name_aggr, t.dest_namespace,
+          t.dest_type, {{'labels': t.dest_labels}} AS dest_labels,
+          t.dest_service_namespace, t.dest_service_name, t.dest_service_port,
+          t.dest_service_port_num, []::VARCHAR[] AS dest_domains,
+          {{'all_policies': t.enforced, 'enforced_policies': t.enforced,
+            'pending_policies': t.pending}} AS policies,
+          (hash(r.range * 3) % 200000)::BIGINT AS bytes_in,
+          (hash(r.range * 5) % 800000)::BIGINT AS bytes_out,
+          (hash(r.range * 7) % 300)::BIGINT AS packets_in,
+          (hash(r.range * 11) % 900)::BIGINT AS packets_out,
+          (1 + hash(r.range * 13) % 20)::BIGINT AS num_flows,
+          (hash(r.range * 17) % 10)::BIGINT AS num_flows_started,
+          (hash(r.range * 19) % 10)::BIGINT AS num_flows_completed,
+          0 AS http_requests_allowed_in, 0 AS http_requests_denied_in,
+          '-' AS process_name, 0 AS num_process_names
+        FROM range({records}) r
+        JOIN templates t
+          ON t.id = least({count - 1},
+                          floor({count} * pow((hash(r.range) % 1000003) / 1000003.0, 2))::INTEGER)
+        ORDER BY r.range
+      ) TO '{path}' (FORMAT json)"""
+    )
+    connection.close()
+    return count
+
+
+def _median_time(function: Callable[[], T], repeats: int) -> tuple[float, T]:
+    times: list[float] = []
+    result: Any = None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = function()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), result
+
+
+def _row(label: str, value: str, note: str = "") -> None:
+    print(f"{label:<78} {value:>16}  {note}".rstrip(), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="20,000 records, 2 repeats")
+    parser.add_argument("--records", type=int, default=None)
+    parser.add_argument("--memory", action="store_true", help="an in-memory store")
+    parser.add_argument("--seed", type=int, default=7)
+    arguments = parser.parse_args(argv)
+    records = arguments.records or (20_000 if arguments.quick else 10_000_000)
+    repeats = 2 if arguments.quick else 5
+
+    with tempfile.TemporaryDirectory(prefix="palisade-flows-bench-") as scratch:
+        directory = Path(scratch)
+        ndjson = directory / "flows.ndjson"
+        started = time.perf_counter()
+        templates = write_ndjson(ndjson, records, arguments.seed)
+        size = ndjson.stat().st_size
+        _row(
+            f"input: {records:,} Calico records from {templates:,} templates "
+            f"({size / 1e6:,.0f} MB NDJSON, {size / records:.0f} B/record)",
+            f"{time.perf_counter() - started:.1f} s",
+        )
+        target = ":memory:" if arguments.memory else directory / "flows.duckdb"
+        with FlowStore(target) as store:
+            started = time.perf_counter()
+            result = store.ingest_ndjson(ndjson, batch_id="bench")
+            elapsed = time.perf_counter() - started
+            assert result.added == records and not result.malformed, result
+            where = "in memory" if arguments.memory else "file store"
+            _row(
+                f"(a) ingest_ndjson, {records:,} records ({where})",
+                f"{records / elapsed:,.0f} rec/s",
+                f"{elapsed:.2f} s   target >= 1,000,000/s",
+            )
+            seconds, graph = _median_time(store.graph, repeats)
+            _row(
+                f"(b) service graph, namespace view ({len(graph['nodes'])} nodes, "
+                f"{len(graph['edges'])} edges), median of {repeats}",
+                f"{seconds:.3f} s",
+                "target < 1 s",
+            )
+            namespace = next(n["namespace"] for n in graph["nodes"] if n["kind"] == "namespace")
+            seconds, expanded = _median_time(lambda: store.graph(expand=[namespace]), repeats)
+            _row(
+                f"    the same with one namespace expanded ({len(expanded['edges'])} edges)",
+                f"{seconds:.3f} s",
+            )
+            hour = BASE_TIME + DAY // 2
+            seconds, _ = _median_time(lambda: store.graph(since=hour, until=hour + 3600), repeats)
+            _row("    the same over a one-hour window", f"{seconds:.3f} s")
+            seconds, _ = _median_time(lambda: store.top_talkers(limit=10), repeats)
+            _row("    top_talkers(by=workload) over everything", f"{seconds:.3f} s")
+            seconds, _ = _median_time(lambda: store.denied(limit=100), repeats)
+            _row("    denied() over everything", f"{seconds:.3f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

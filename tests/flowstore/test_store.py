@@ -365,3 +365,21 @@ def test_records_with_equal_fields_are_all_kept() -> None:
         assert store.ingest([record(), record()]) == 2
         assert store.ingest([replace(record(), extra={"x": 1})]) == 1
         assert store.count() == 3
+
+
+DATA = Path(__file__).parents[1] / "flows" / "data"
+
+
+def test_import_file_in_either_format(tmp_path: Path) -> None:
+    with FlowStore(tmp_path / "flows.duckdb") as store:
+        hubble = store.import_file(DATA / "hubble_flows.ndjson", batch_id="hubble-1")
+        assert hubble.added == 10
+        assert [line for line, _ in hubble.malformed] == [14, 15, 16, 17, 18, 19]
+        assert hubble.skipped == [(11, "not a flow"), (12, "not a flow")]
+        assert store.import_file(DATA / "hubble_flows.ndjson", batch_id="hubble-1").duplicate
+        calico = store.import_file(DATA / "calico_flows.ndjson", format="auto")
+        assert calico.added == 8
+        assert store.count() == 18
+        (dropped,) = store.query(policy="postgres-lockdown")
+        assert dropped.extra == {"drop_reason_desc": "POLICY_DENIED", "Summary": "TCP Flags: SYN"}
+        assert store.import_file(DATA / "hubble_flows.ndjson", format="hubble").added == 10

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tempfile
@@ -16,7 +17,8 @@ from typing import Any
 
 import duckdb
 
-from palisade.flows import FlowRecord
+from palisade.flows import FlowFormat, FlowRecord, Malformed, Skipped, iter_flows
+from palisade.flows._import import detect_format
 
 from ._graph import COUNTED_ONCE, GraphNode, node_for, node_predicate
 from ._schema import (
@@ -43,6 +45,8 @@ class IngestResult:
     added: int
     malformed: list[tuple[int, str]] = field(default_factory=list)
     duplicate: bool = False
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+    """Valid lines that hold no flow (Hubble's agent and lost-event lines)."""
 
     @property
     def imported(self) -> int:
@@ -113,13 +117,7 @@ class FlowStore:
         with _scratch_file() as scratch:
             with scratch.open("w", encoding="utf-8") as out:
                 for record in records:
-                    document = record.to_json()
-                    for key in record.extra:
-                        document.pop(key, None)
-                    if record.extra:
-                        document["extra"] = dict(record.extra)
-                    out.write(json.dumps(document, separators=(",", ":")))
-                    out.write("\n")
+                    out.write(_document_line(record))
             return self._ingest_file(scratch, batch_id).added
 
     def ingest_ndjson(
@@ -137,6 +135,39 @@ class FlowStore:
                 scratch.write_bytes(source)
                 return self._ingest_file(scratch, batch_id)
         return self._ingest_file(Path(source), batch_id)
+
+    def import_file(
+        self, path: str | Path, *, format: FlowFormat = "auto", batch_id: str | None = None
+    ) -> IngestResult:
+        """A flow file users already have: Calico Enterprise flow logs (the fast path, as
+        :meth:`ingest_ndjson`) or ``hubble observe -o json`` output (converted line by line by
+        :func:`palisade.flows.iter_hubble` into a scratch file of Calico documents, then the
+        fast path: memory stays flat, and the file goes in in one transaction)."""
+        path = Path(path)
+        if format == "auto":
+            format = _sniff_format(path)
+        if format == "calico":
+            return self.ingest_ndjson(path, batch_id=batch_id)
+        if batch_id is not None and self.batch_ingested(batch_id):
+            return IngestResult(added=0, duplicate=True)
+        malformed: list[tuple[int, str]] = []
+        skipped: list[tuple[int, str]] = []
+        with _scratch_file() as scratch:
+            with scratch.open("w", encoding="utf-8") as out:
+                for item in iter_flows(path, format):
+                    if isinstance(item, Malformed):
+                        malformed.append((item.line, item.reason))
+                    elif isinstance(item, Skipped):
+                        skipped.append((item.line, item.reason))
+                    else:
+                        out.write(_document_line(item))
+            result = self._ingest_file(scratch, batch_id)
+        return IngestResult(
+            added=result.added,
+            malformed=sorted(malformed + result.malformed),
+            duplicate=result.duplicate,
+            skipped=skipped,
+        )
 
     def batch_ingested(self, batch_id: str) -> bool:
         with self._lock:
@@ -581,6 +612,29 @@ def _record_from_row(row: Sequence[Any]) -> FlowRecord:
     extra = row[len(RECORD_COLUMNS)]
     parsed = json.loads(extra) if extra else {}
     return FlowRecord(**values, extra=parsed if isinstance(parsed, dict) else {})
+
+
+def _document_line(record: FlowRecord) -> str:
+    """The record as a staging line: its Calico document, with its uninterpreted fields under
+    the store's own ``extra`` key (the column they are kept in)."""
+    document = record.to_json()
+    for key in record.extra:
+        document.pop(key, None)
+    if record.extra:
+        document["extra"] = dict(record.extra)
+    return json.dumps(document, separators=(",", ":")) + "\n"
+
+
+def _sniff_format(path: Path) -> FlowFormat:
+    with path.open("rb") as lines:
+        for raw in itertools.islice(lines, 1000):
+            try:
+                found = detect_format(json.loads(raw))
+            except (ValueError, RecursionError):
+                continue
+            if found is not None:
+                return found
+    return "calico"
 
 
 def _sql_string(text: str) -> str:

@@ -181,22 +181,24 @@ class Resolver:
     def workloads(self, side: _Side) -> list[Workload]:
         """The workloads a ``wep`` side stands for (several only for an ambiguous
         aggregate)."""
+        # Names first: cluster documents written as manifests give pods offline addresses
+        # (the engine's allocator), not the ones the records saw.
         pods: list[Endpoint] = []
         namespace = side.namespace
         if side.name not in ("-", ""):
             pod = self.pods.get(f"{namespace}/{side.name}")
             pods = [pod] if pod is not None else []
-        if not pods:
-            ip = self._ip(side.ip)
-            endpoint = self.by_ip.get(ip) if ip is not None else None
-            if endpoint is not None and endpoint.kind == "wep":
-                pods = [endpoint]
         if not pods and side.name_aggr not in ("-", ""):
             if side.name_aggr.endswith("*"):
                 pods = self.by_generate_name.get((namespace, side.name_aggr[:-1]), [])
             else:
                 pod = self.pods.get(f"{namespace}/{side.name_aggr}")
                 pods = [pod] if pod is not None else []
+        if not pods:
+            ip = self._ip(side.ip)
+            endpoint = self.by_ip.get(ip) if ip is not None else None
+            if endpoint is not None and endpoint.kind == "wep":
+                pods = [endpoint]
         if len(pods) > 1 and side.labels:
             wanted = set(side.labels)
             pods = [p for p in pods if wanted <= {f"{k}={v}" for k, v in p.labels}] or pods

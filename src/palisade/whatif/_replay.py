@@ -280,12 +280,9 @@ class _Addresses:
         return None
 
     def resolve(self, ref: EndpointRef) -> int | str:
-        if ref.ip:
-            try:
-                address = ipaddress.ip_address(ref.ip)
-            except ValueError:
-                return "unparseable address"
-            return int(address) if address.version == 4 else "IPv6 (batch replay is IPv4)"
+        """Pods and host endpoints by name first (cluster documents written as manifests
+        give pods offline addresses, not the ones the records saw), then by address;
+        networks by address, then a network set's."""
         namespace = ref.namespace
         if ref.type == "wep":
             candidates: list[Endpoint] = []
@@ -306,11 +303,15 @@ class _Addresses:
                 pod_address = self._v4(pod)
                 if pod_address is not None:
                     return pod_address
-            return "pod not in the cluster documents"
+            return self._address(ref.ip) if ref.ip else "pod not in the cluster documents"
         if ref.type == "hep":
             host = self.hosts.get(ref.name) or self.hosts.get(ref.name_aggr)
             host_address = self._v4(host) if host is not None else None
-            return host_address if host_address is not None else "host endpoint not in the cluster"
+            if host_address is not None:
+                return host_address
+            return self._address(ref.ip) if ref.ip else "host endpoint not in the cluster"
+        if ref.ip:
+            return self._address(ref.ip)
         if ref.type == "ns":
             set_namespace = "" if namespace in ("-", "") else namespace
             for name in (ref.name, ref.name_aggr):
@@ -322,6 +323,14 @@ class _Addresses:
                         return int(net.network_address) + (1 if net.num_addresses > 2 else 0)
             return "network set not in the cluster documents"
         return "external address aggregated away (pub/pvt)"
+
+    @staticmethod
+    def _address(text: str) -> int | str:
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            return "unparseable address"
+        return int(address) if address.version == 4 else "IPv6 (batch replay is IPv4)"
 
 
 # --------------------------------------------------------------------------------------------

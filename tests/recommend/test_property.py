@@ -7,6 +7,8 @@ import ipaddress
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from palisade.model import parse_document
 from palisade.policy import Cluster, Flow, FlowBatch, PolicyEngine, batch_verdicts
@@ -17,10 +19,16 @@ from tests.recommend.flowgen import records_for, sample_flows, topology
 
 
 def _scenario(
-    seed: int, *, kubernetes_only: bool = False
+    seed: int, *, kubernetes_only: bool = False, realistic: bool = False
 ) -> tuple[list[dict[str, object]], PolicyEngine, list[Flow], list[object]]:
     documents = generate_cluster(
-        namespaces=6, pods=50, policies=15, tiers=1, seed=seed, kubernetes_only=kubernetes_only
+        namespaces=6,
+        pods=50,
+        policies=15,
+        tiers=1,
+        seed=seed,
+        kubernetes_only=kubernetes_only,
+        realistic=realistic,
     )
     engine = PolicyEngine(Cluster.from_documents(documents))
     flows = sample_flows(engine.cluster, 400, seed)
@@ -33,8 +41,16 @@ def _scenario(
     return documents, engine, flows, records  # type: ignore[return-value]
 
 
-def _check(seed: int, options: RecommendOptions, *, kubernetes_only: bool = False) -> None:
-    documents, engine, flows, records = _scenario(seed, kubernetes_only=kubernetes_only)
+def _check(
+    seed: int,
+    options: RecommendOptions,
+    *,
+    kubernetes_only: bool = False,
+    realistic: bool = False,
+) -> None:
+    documents, engine, flows, records = _scenario(
+        seed, kubernetes_only=kubernetes_only, realistic=realistic
+    )
     # What each side's node reported as allowed: its own direction's verdict (§6.1).
     verdicts = [engine.evaluate(f) for f in flows]
     observed = [f for f, v in zip(flows, verdicts, strict=True) if v.allowed]
@@ -136,3 +152,22 @@ def test_kubernetes(seed: int) -> None:
 
 def test_staged_previews_the_same(seed: int = 10) -> None:
     _check(seed, RecommendOptions())
+
+
+@pytest.mark.parametrize("seed", [12, 13])
+@pytest.mark.parametrize("kind", ["calico", "kubernetes"])
+def test_realistic_policies_recorded(seed: int, kind: str) -> None:
+    """Traffic recorded under production-shaped policies (DNS egress, ipBlocks, ranges)."""
+    options = RecommendOptions(enforced=True, kind=kind)  # type: ignore[arg-type]
+    _check(seed, options, kubernetes_only=True, realistic=True)
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    seed=st.integers(min_value=0, max_value=100_000),
+    per_workload=st.booleans(),
+    kind=st.sampled_from(["calico", "kubernetes"]),
+)
+def test_property_on_random_clusters(seed: int, per_workload: bool, kind: str) -> None:
+    options = RecommendOptions(enforced=True, per_workload=per_workload, kind=kind)  # type: ignore[arg-type]
+    _check(seed, options, kubernetes_only=kind == "kubernetes")

@@ -145,3 +145,28 @@ def test_ipv6_is_unknown() -> None:
     )
     report = whatif([record], documents)
     assert report.unknown_records == 1
+
+
+@pytest.mark.parametrize("seed", [21, 22, 23])
+def test_deciding_policy_matches_the_reference_flow_by_flow(seed: int) -> None:
+    """Decisions are traced once per class of flows; every flow of the class must have the
+    same deciding tier, policy and rule as its own reference evaluation."""
+    documents, engine = _cluster(seed)
+    flows = sample_flows(engine.cluster, 800, seed)
+    records = _records(engine, flows, aggregated=False)
+    report = whatif(records, documents, staged=True)
+    expected: Counter[tuple[str, str, str, int | None]] = Counter()
+    for flow in set(flows):
+        verdict = engine.evaluate(flow)
+        if verdict.allowed == verdict.pending_allowed:
+            continue
+        change = ALLOW_TO_DENY if verdict.allowed else DENY_TO_ALLOW
+        results = [r for r in (verdict.pending_egress, verdict.pending_ingress) if r is not None]
+        denying = [r for r in results if not r.allowed]
+        deciding = denying[0] if denying else results[-1]
+        hit = deciding.deciding
+        assert hit is not None
+        rule = None if hit.tier == "__PROFILE__" else hit.rule_index
+        expected[(change, hit.tier, hit.policy, rule)] += 1
+    got = Counter({(p.change, p.tier, p.policy, p.rule): p.flows for p in report.by_policy})
+    assert got == expected

@@ -63,7 +63,8 @@ machine is looked at or touched. No figure is asserted; the timings are printed.
     ``web`` with a TCP port, so every pod runs the lab's echo server, and one Kubernetes
     NetworkPolicy), each in a subprocess with a time cap (``--scale-step-cap``) and the whole
     ladder within ``--scale-budget``; per step: ``up`` time, ``down`` time and the memory the
-    running lab takes (``MemAvailable`` before ``up`` minus after). The ladder stops at the
+    running lab's processes take (the sum of their PSS: agents, per-pod servers; the
+    kernel's share is not counted). The ladder stops at the
     first failure or cap; the largest step that came up is the figure. A killed ``up`` is
     taken down by ``lab.down`` from its state file, as ``lab down`` would.
 """
@@ -774,11 +775,23 @@ _UP_SCRIPT = (
 )
 
 
-def _mem_available_mb() -> float:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def _lab_memory_mb(state_dir: Path) -> tuple[float, int]:
+    """The proportional set size (PSS) of the lab's live processes, in MB, and their number:
+    agents, servers and commands (the kernel's share — namespaces, veths, tables — is not
+    counted; ``MemAvailable`` differences are too noisy on a shared machine)."""
+    state = lab.LabState.load(state_dir)
+    total_kb = 0
+    count = 0
+    for record in state.processes if state is not None else ():
+        try:
+            text = Path(f"/proc/{record.pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("Pss:"):
+                total_kb += int(line.split()[1])
+                count += 1
+    return total_kb / 1024, count
 
 
 def _scale_manifests(directory: Path, pods: int) -> None:
@@ -829,7 +842,8 @@ def bench_scale(
     ladder = QUICK_LADDER if args.quick else SCALE_LADDER
     began = time.monotonic()
     largest: tuple[int, int, float] | None = None
-    print(f"  {'nodes':>5} {'pods':>5} {'up s':>8} {'down s':>7} {'memory MB':>10}  result")
+    header = f"{'nodes':>5} {'pods':>5} {'up s':>8} {'down s':>7} {'PSS MB':>8} {'procs':>6}"
+    print(f"  {header}  result")
     for step, (nodes, pods) in enumerate(ladder):
         remaining = args.scale_budget - (time.monotonic() - began)
         if remaining <= 10:
@@ -842,7 +856,6 @@ def bench_scale(
         _scale_manifests(manifests, pods)
         with lab_place(base, f"d{step}") as (lab_id, state_dir):
             _progress(f"(d) lab {lab_id}: {nodes} nodes, {pods} pods, cap {cap:.0f} s")
-            available = _mem_available_mb()
             started = time.perf_counter()
             outcome = "up"
             try:
@@ -861,19 +874,20 @@ def bench_scale(
             except subprocess.TimeoutExpired:
                 outcome = f"cap: not up within {cap:.0f} s"
             up_s = time.perf_counter() - started
-            memory = available - _mem_available_mb()
+            memory, processes = _lab_memory_mb(state_dir)
             started = time.perf_counter()
             lab.down(state_dir)
             down_s = time.perf_counter() - started
         print(
-            f"  {nodes:>5} {pods:>5} {up_s:>8.1f} {down_s:>7.1f} {memory:>10.0f}  {outcome}",
+            f"  {nodes:>5} {pods:>5} {up_s:>8.1f} {down_s:>7.1f} {memory:>8.0f} {processes:>6}"
+            f"  {outcome}",
             flush=True,
         )
         note = "" if outcome == "up" else outcome
         report.add(
             f"(d) lab {nodes} nodes × {pods} pods: up / down / memory",
             f"{up_s:.1f} s / {down_s:.1f} s / {memory:.0f} MB",
-            note,
+            note or f"PSS of the lab's {processes} processes",
         )
         if outcome != "up":
             break

@@ -343,3 +343,45 @@ def test_external_networks_never_cover_pods() -> None:
     )
     assert "10.244.0.64/26" in nets
     assert "10.244.0.0/24" not in nets
+
+
+def test_network_sets_that_hold_pods_are_not_opened_to_the_pods() -> None:
+    internal = {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "GlobalNetworkSet",
+        "metadata": {"name": "internal", "labels": {"role": "internal"}},
+        "spec": {"nets": ["10.0.0.0/8"]},
+    }
+    with_address = record("src", API, "10.9.9.9", 443)
+    named_only = FlowRecord(
+        start_time=1,
+        end_time=2,
+        action="allow",
+        reporter="src",
+        proto="tcp",
+        source_namespace="shop",
+        source_name=API[1],
+        source_type="wep",
+        dest_type="ns",
+        dest_name_aggr="internal",
+        dest_port=8443,
+    )
+    cluster = [*CLUSTER, internal]
+    calico = recommend([with_address, named_only], cluster, RecommendOptions(per_workload=True))
+    api = _policy(calico.documents, "recommended-api")
+    destinations = [rule["destination"] for rule in api["spec"]["egress"]]
+    # The address is aggregated on its own instead of reusing the set around the pods.
+    sets = [d for d in calico.documents if d["kind"] == "NetworkSet"]
+    assert [s["spec"]["nets"] for s in sets] == [["10.9.9.0/24"]]
+    # Named by the set only: the set, minus every pod.
+    assert {
+        "selector": "role == 'internal'",
+        "namespaceSelector": "global()",
+        "notSelector": "has(projectcalico.org/orchestrator)",
+        "ports": [8443],
+    } in destinations
+    kubernetes = recommend([named_only], cluster, RecommendOptions(kind="kubernetes"))
+    api = _policy(kubernetes.documents, "recommended-api")
+    assert api["spec"]["egress"][0]["to"] == [
+        {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.244.0.0/16"]}}
+    ]

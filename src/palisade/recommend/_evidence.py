@@ -59,6 +59,9 @@ class Peer:
     name: str
     nets: tuple[str, ...] = ()
     set_labels: Labels = ()
+    exclude_pods: bool = False
+    """An existing set whose networks hold pods, named by a record without an address:
+    the rule excludes the pods, which only their own rules may allow."""
     workload: Workload | None = None
 
 
@@ -226,8 +229,11 @@ class Resolver:
             namespace = "" if side.namespace in ("-", "") else side.namespace
             for name in (side.name, side.name_aggr):
                 network_set = self.sets.get((namespace, name))
-                if network_set is not None:
-                    return [self._set_peer(network_set)]
+                if network_set is None:
+                    continue
+                holds_pods = self._holds_endpoints(network_set)
+                if not holds_pods or ip is None:
+                    return [self._set_peer(network_set, exclude_pods=holds_pods)]
         if ip is None:
             # Aggregation level 2 (Calico's default for allowed flows) keeps only "pub" or
             # "pvt": the rule can only name all public, or all private non-pod, addresses.
@@ -251,37 +257,44 @@ class Resolver:
         prefix = min(self.external_prefix if ip.version == 4 else 64, ip.max_prefixlen)
         while True:
             net = ipaddress.ip_network(f"{ip}/{prefix}", strict=False)
-            low, high = int(net.network_address), int(net.broadcast_address)
-            addresses = self._endpoint_addresses[ip.version]
-            position = bisect.bisect_left(addresses, low)
-            if (
-                prefix >= ip.max_prefixlen
-                or position == len(addresses)
-                or addresses[position] > high
-            ):
+            if prefix >= ip.max_prefixlen or not self.endpoints_in(net):
                 return net
             prefix += 1
 
-    def _set_peer(self, network_set: NetworkSetInfo) -> Peer:
+    def _set_peer(self, network_set: NetworkSetInfo, *, exclude_pods: bool = False) -> Peer:
         return Peer(
             "set",
             network_set.namespace or "",
             network_set.name,
             nets=tuple(sorted(str(n) for n in network_set.nets)),
             set_labels=_own_set_labels(network_set),
+            exclude_pods=exclude_pods,
         )
+
+    def endpoints_in(self, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> list[int]:
+        """Addresses of cluster endpoints inside ``net``, ascending."""
+        addresses = self._endpoint_addresses[net.version]
+        low = bisect.bisect_left(addresses, int(net.network_address))
+        high = bisect.bisect_right(addresses, int(net.broadcast_address))
+        return addresses[low:high]
+
+    def _holds_endpoints(self, network_set: NetworkSetInfo) -> bool:
+        return any(self.endpoints_in(net) for net in network_set.nets)
 
     def _containing_set(
         self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, local_namespace: str
     ) -> NetworkSetInfo | None:
         """The network set flow logs would name the address by (§6.1, the newer ranking):
         the local namespace's sets, then global ones, then other namespaces'; longest
-        prefix; then name. Sets covering the whole address space are not reused."""
+        prefix; then name. Sets that hold endpoint addresses (a whole private range, say) are
+        not reused: a rule naming them would open the pods inside too."""
         best: tuple[int, int, str] | None = None
         chosen: NetworkSetInfo | None = None
         for network_set in self.cluster.network_sets:
+            if self._holds_endpoints(network_set):
+                continue
             for net in network_set.nets:
-                if net.version != ip.version or ip not in net or net.prefixlen == 0:
+                if net.version != ip.version or ip not in net:
                     continue
                 if network_set.namespace == local_namespace:
                     rank = 0

@@ -162,9 +162,15 @@ class _RuleKey:
 
 class _Recommender:
     def __init__(
-        self, cluster: Cluster, index: WorkloadIndex, evidence: Evidence, options: RecommendOptions
+        self,
+        cluster: Cluster,
+        index: WorkloadIndex,
+        resolver: Resolver,
+        evidence: Evidence,
+        options: RecommendOptions,
     ) -> None:
         self.cluster = cluster
+        self.resolver = resolver
         self.index = index
         self.evidence = evidence
         self.options = options
@@ -239,6 +245,13 @@ class _Recommender:
                 entity["namespaceSelector"] = "global()"
             elif peer.namespace != namespace:
                 entity["namespaceSelector"] = f"projectcalico.org/name == '{peer.namespace}'"
+        elif peer.kind == "set":
+            entity = {"nets": list(peer.nets)}
+        else:
+            entity = {}
+        if peer.exclude_pods:
+            entity["notSelector"] = f"has({ORCHESTRATOR_LABEL})"
+        if entity:
             return entity
         if peer.kind == "pub":
             return {"nets": ["0.0.0.0/0"], "notNets": list(PRIVATE_RANGES)}
@@ -404,26 +417,36 @@ class _Recommender:
             return [entity]
         if peer.kind == "pub":
             return [{"ipBlock": {"cidr": "0.0.0.0/0", "except": list(PRIVATE_RANGES)}}]
-        if peer.kind == "pvt":
-            return [
-                {"ipBlock": {"cidr": net, "except": self.pod_networks(net)}}
-                if self.pod_networks(net)
-                else {"ipBlock": {"cidr": net}}
-                for net in PRIVATE_RANGES
-            ]
-        return [{"ipBlock": {"cidr": net}} for net in peer.nets]
+        nets = PRIVATE_RANGES if peer.kind == "pvt" else peer.nets
+        if peer.kind == "pvt" or peer.exclude_pods:
+            blocks: list[dict[str, Any]] = []
+            for net in nets:
+                excepted = self.pod_networks(net)
+                block: dict[str, Any] = {"cidr": net}
+                if excepted:
+                    block["except"] = excepted
+                blocks.append({"ipBlock": block})
+            return blocks
+        return [{"ipBlock": {"cidr": net}} for net in nets]
 
     def pod_networks(self, within: str) -> list[str]:
-        """The /16s holding pods inside ``within`` (a Kubernetes ipBlock cannot exclude
-        pods by selector)."""
+        """Networks to except from ``within`` so that no endpoint is inside (a Kubernetes
+        ipBlock cannot exclude pods by selector): the /16s holding endpoints when they fit
+        inside, else each endpoint's own address."""
         outer = ipaddress.ip_network(within)
-        nets = {
-            ipaddress.ip_network(f"{ip}/16", strict=False)
-            for pod in self.cluster.pods
-            for ip in pod.ips
-            if ip.version == 4 and ip in outer
-        }
-        return sorted(str(n) for n in nets if n.subnet_of(outer) and n != outer)  # type: ignore[arg-type]
+        excepted: set[ipaddress.IPv4Network | ipaddress.IPv6Network] = set()
+        for address in self.resolver.endpoints_in(outer):
+            ip: ipaddress.IPv4Address | ipaddress.IPv6Address
+            if outer.version == 4:
+                ip = ipaddress.IPv4Address(address)
+            else:
+                ip = ipaddress.IPv6Address(address)
+            wide = ipaddress.ip_network(f"{ip}/16", strict=False) if ip.version == 4 else None
+            if wide is not None and wide.prefixlen > outer.prefixlen:
+                excepted.add(wide)
+            else:
+                excepted.add(ipaddress.ip_network(ip))
+        return sorted(str(n) for n in excepted)
 
     def kubernetes_rules(self, direction: str, local: Workload) -> list[dict[str, Any]]:
         table = self.by_local.get((direction, local), {})
@@ -510,7 +533,7 @@ def recommend(
     namespaces = sorted(
         wanted if wanted is not None else evidence.local_namespaces - SYSTEM_NAMESPACES
     )
-    recommender = _Recommender(cluster, index, evidence, options)
+    recommender = _Recommender(cluster, index, resolver, evidence, options)
     policies: list[Document] = []
     idle: list[str] = []
     active = {local for _, local in recommender.by_local}

@@ -170,3 +170,26 @@ def test_deciding_policy_matches_the_reference_flow_by_flow(seed: int) -> None:
         expected[(change, hit.tier, hit.policy, rule)] += 1
     got = Counter({(p.change, p.tier, p.policy, p.rule): p.flows for p in report.by_policy})
     assert got == expected
+
+
+def test_network_set_references_are_replayed_inside_the_set() -> None:
+    documents, engine = _cluster(9)
+    network_set = engine.cluster.network_sets[0]
+    pod = sorted(engine.cluster.pods, key=lambda e: e.key)[0]
+    record = FlowRecord(
+        start_time=1,
+        end_time=2,
+        action="allow",
+        reporter="src",
+        proto="tcp",
+        source_namespace=pod.namespace or "-",
+        source_name=pod.name,
+        source_type="wep",
+        dest_type="ns",
+        dest_name_aggr=network_set.name,
+        dest_namespace=network_set.namespace or "-",
+        dest_port=443,
+    )
+    report = whatif([record], documents, staged=True)
+    assert report.unknown_records == 0
+    assert report.flows == 1

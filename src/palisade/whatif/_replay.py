@@ -271,6 +271,9 @@ class _Addresses:
                 self.by_generate_name.setdefault(key, []).append(pod)
         self.hosts = {e.name: e for e in cluster.endpoints if e.kind == "hep"}
         self.sets = {(s.namespace or "", s.name): s for s in cluster.network_sets}
+        self.endpoint_addresses = {
+            int(ip) for e in cluster.endpoints for ip in e.ips if ip.version == 4
+        }
 
     @staticmethod
     def _v4(endpoint: Endpoint) -> int | None:
@@ -319,8 +322,13 @@ class _Addresses:
                 if network_set is None:
                     continue
                 for net in network_set.nets:
-                    if net.version == 4:
-                        return int(net.network_address) + (1 if net.num_addresses > 2 else 0)
+                    if net.version != 4:
+                        continue
+                    # An address of the set that is no endpoint's (sets may hold pods).
+                    first = int(net.network_address) + (1 if net.num_addresses > 2 else 0)
+                    for candidate in range(first, first + min(net.num_addresses, 256)):
+                        if candidate not in self.endpoint_addresses:
+                            return candidate
             return "network set not in the cluster documents"
         return "external address aggregated away (pub/pvt)"
 

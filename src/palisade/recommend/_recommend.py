@@ -69,6 +69,8 @@ class Recommendation:
     end_time: int | None
     namespaces: tuple[str, ...]
     ignored: Mapping[str, int] = field(default_factory=dict)
+    observations: int = 0
+    """Distinct (direction, workload, peer, protocol, port) the evidence reduced to."""
     idle_workloads: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
 
@@ -83,9 +85,15 @@ class Recommendation:
         policies = len(self.documents) - sets
         lines = [
             "Least-privilege policies recommended by Palisade from observed flows.",
-            f"Window: {when(self.start_time)} to {when(self.end_time)}.",
+            f"Window: {when(self.start_time)} to {when(self.end_time)}"
+            + (
+                f" ({self.end_time - self.start_time} s)."
+                if self.start_time is not None and self.end_time is not None
+                else "."
+            ),
             f"Evidence: {self.records} flow records read, {self.used} allowed records used "
-            "(dst-reported for ingress, src-reported for egress).",
+            "(dst-reported for ingress, src-reported for egress), "
+            f"{self.observations} distinct observations.",
         ]
         for reason, count in sorted(self.ignored.items()):
             lines.append(f"  not used: {count} ({reason})")
@@ -104,6 +112,11 @@ class Recommendation:
                 "No traffic observed (everything denied): " + ", ".join(self.idle_workloads)
             )
         lines.extend(self.notes)
+        if not self.options.enforced:
+            lines.append(
+                "Staged: preview the effect on recorded traffic with `palisade whatif "
+                "--staged`; `palisade recommend --enforced` writes the enforced kinds."
+            )
         return lines
 
     def to_yaml(self) -> str:
@@ -575,6 +588,7 @@ def recommend(
         end_time=evidence.end_time,
         namespaces=tuple(namespaces),
         ignored=dict(sorted(evidence.ignored.items())),
+        observations=len(evidence.observations),
         idle_workloads=tuple(sorted(idle)),
         notes=tuple(notes),
     )

@@ -52,6 +52,7 @@ def test_an_allowed_connection_is_reported_by_both_ends_with_its_trace_and_count
     assert (src.num_flows, src.num_flows_started, src.num_flows_completed) == (1, 1, 0)
     assert (src.proto, src.source_port, src.dest_port, src.host) == ("tcp", 40000, 5432, "node-1")
 
+    assert flows.flush(15, 20, live={TCP}) == []  # idle for an interval: nothing to report
     # the next interval carries only the growth; the end of the connection completes it
     flows.on_destroyed(
         ConntrackEntry(*TCP, packets_out=12, bytes_out=1300, packets_in=9, bytes_in=5600)

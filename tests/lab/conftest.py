@@ -46,3 +46,6 @@ def lab_place(tmp_path: Path) -> Iterator[LabPlace]:
         yield place
     finally:
         lab.down(place.state_dir)
+
+
+from tests.server.conftest import server_process  # noqa: E402, F401  (a real server for flows)

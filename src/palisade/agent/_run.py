@@ -12,14 +12,19 @@ import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from palisade.calc import build_graph
 from palisade.dataplane.linux import NftablesDataplane, RouteManager
 from palisade.datastore import DatastoreError, Store, open_store
+from palisade.flows import FlowRecord
+from palisade.server._client import FlowShipper
 
 from ._agent import Agent, AgentConfig, AgentStatus
+from ._flowlog import FlowReporter, FlowTee, GraphTee, Sink, file_sink
 
 log = logging.getLogger("palisade.agent")
 
@@ -32,6 +37,7 @@ def run_agent(
     *,
     config: AgentConfig | None = None,
     status_file: str | os.PathLike[str] | None = None,
+    flows: FlowOptions | None = None,
 ) -> None:
     """Enforce ``node``'s policy from the datastore at ``datastore_url`` until ``stop`` is set
     (or, when called from the main thread, SIGTERM or SIGINT arrives).
@@ -45,10 +51,42 @@ def run_agent(
     :meth:`AgentStatus.as_json` (replaced atomically on every change), for whoever supervises
     agents — ``"programmed": true`` and ``"phase": "watching"`` mean the node enforces the
     store's state at ``"revision"``.
+
+    ``flows``: report flow logs (see :mod:`palisade.agent._flowlog`) to a server, a file, or
+    both.
     """
     stop = stop if stop is not None else threading.Event()
     dataplane = NodeDataplane(netns)
-    graph = build_graph(node, dataplane.filter, dataplane.routes)
+    reporter: FlowReporter | None = None
+    shipper: FlowShipper | None = None
+    graph: Any
+    if flows is not None and flows.enabled:
+        sinks: list[Sink] = []
+        if flows.server:
+            spool = Path(flows.spool or f"/var/lib/palisade/flows-{node}")
+            shipper = FlowShipper(spool, flows.server, node=node)
+            sinks.append(shipper.add)
+        if flows.file:
+            sinks.append(file_sink(Path(flows.file)))
+
+        def sink(records: list[FlowRecord]) -> None:
+            for each in sinks:
+                each(records)
+
+        reporter = FlowReporter(
+            node,
+            netns,
+            sink,
+            interval=flows.interval,
+            allowed_level=flows.allowed_level,
+            denied_level=flows.denied_level,
+        )
+        graph = GraphTee(
+            build_graph(node, FlowTee(dataplane.filter, reporter), dataplane.routes), reporter
+        )
+        reporter.start()
+    else:
+        graph = build_graph(node, dataplane.filter, dataplane.routes)
 
     def opener() -> Store:
         return open_store(datastore_url)
@@ -65,7 +103,29 @@ def run_agent(
         with _stop_on_signals(stop):
             agent.run(stop)
     finally:
+        if reporter is not None:
+            reporter.stop()
+        if shipper is not None:
+            shipper.flush(timeout=5.0)
+            shipper.close()
         dataplane.close()
+
+
+@dataclass(frozen=True)
+class FlowOptions:
+    """Where the agent's flow logs go: ``server`` (through a spool directory), ``file``
+    (Calico NDJSON), every ``interval`` seconds, aggregated at these levels."""
+
+    server: str | None = None
+    spool: str | None = None
+    file: str | None = None
+    interval: float = 15.0
+    allowed_level: int = 2
+    denied_level: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.server or self.file)
 
 
 class NodeDataplane:
@@ -120,7 +180,15 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
         yield
         return
 
+    owner = os.getpid()
+
     def handle(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != owner:
+            # a child pyroute2 forked (to open a socket in a namespace) is being stopped:
+            # stop as if the handler were not there
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         log.info("received %s; stopping", signal.Signals(signum).name)
         stop.set()
 
@@ -166,6 +234,20 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="keep the agent's status there as JSON (phase, revision, programmed, errors)",
     )
+    parser.add_argument("--flow-server", metavar="URL", help="send flow logs to this server")
+    parser.add_argument(
+        "--flow-spool", metavar="DIR", help="flow batches wait here until the server has them"
+    )
+    parser.add_argument("--flow-log", metavar="PATH", help="append flow logs (NDJSON) here")
+    parser.add_argument(
+        "--flow-interval", type=float, default=15.0, metavar="SECONDS", help="default %(default)s"
+    )
+    parser.add_argument(
+        "--flow-levels",
+        default="2,1",
+        metavar="ALLOWED,DENIED",
+        help="aggregation levels (Calico's 0-3) of allowed and denied flows (default %(default)s)",
+    )
     parser.add_argument(
         "--log-level",
         default="INFO",
@@ -185,8 +267,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = AgentConfig(
             apply_interval=args.apply_interval_ms / 1000, resync_interval=args.resync_interval
         )
+        allowed_level, denied_level = (int(x) for x in args.flow_levels.split(","))
+        flows = FlowOptions(
+            server=args.flow_server,
+            spool=args.flow_spool,
+            file=args.flow_log,
+            interval=args.flow_interval,
+            allowed_level=allowed_level,
+            denied_level=denied_level,
+        )
         run_agent(
-            args.node, args.datastore, args.netns, config=config, status_file=args.status_file
+            args.node,
+            args.datastore,
+            args.netns,
+            config=config,
+            status_file=args.status_file,
+            flows=flows,
         )
     except (DatastoreError, ValueError) as exc:
         log.error("%s", exc)

@@ -33,6 +33,7 @@ Direction = Literal["ingress", "egress"]
 PREFIX = "pal"  # NFLOG prefixes: pal<i|e><hit id>
 DIRECTIONS: tuple[Direction, Direction] = ("egress", "ingress")
 _CODES: dict[str, Direction] = {"i": "ingress", "e": "egress"}
+PROFILE_TIER = "__PROFILE__"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,31 +51,49 @@ class Hit:
         return f"{index}|{self.tier}|{self.policy}|{self.action}|{self.rule}"
 
 
+def hit_prefix(direction: Direction, policy: str, action: str, rule: int) -> str:
+    """The NFLOG prefix of a hit: ``pal`` + ``i``/``e`` + 12 hex digits of a digest of the
+    policy part, action and rule index. Short (the kernel keeps at most 127 bytes, so names
+    cannot travel in it) and stable, so the renderer and the collector compute it alike."""
+    digest = hashlib.blake2s(f"{policy}|{action}|{rule}".encode(), digest_size=6).hexdigest()
+    return f"{PREFIX}{direction[0]}{digest}"
+
+
 class HitTable:
-    """Stable, short NFLOG prefixes for hits (the kernel keeps at most 127 bytes, so names
-    cannot travel in them): ``pal`` + ``i``/``e`` + 12 hex digits of the hit's digest."""
+    """Prefix → hit, built from the same intents the dataplane renders: each policy's and
+    profile's deciding rules, and each endpoint's tiers (which tier a policy is in, and the
+    end-of-tier hit, rule ``-1``, naming the tier's last policy)."""
 
     def __init__(self) -> None:
-        self._hits: dict[str, Hit] = {}
+        self._hits: dict[str, tuple[str, str, int]] = {}  # digest → (policy, action, rule)
+        self._tiers: dict[str, str] = {}  # policy part → tier
 
-    @staticmethod
-    def identifier(hit: Hit) -> str:
-        text = f"{hit.tier}|{hit.policy}|{hit.action}|{hit.rule}"
-        return hashlib.blake2s(text.encode(), digest_size=6).hexdigest()
+    def add(self, policy: str, action: str, rule: int, tier: str | None = None) -> None:
+        digest = hit_prefix("ingress", policy, action, rule)[len(PREFIX) + 1 :]
+        self._hits[digest] = (policy, action, rule)
+        if tier is not None:
+            self._tiers[policy] = tier
+
+    def set_tier(self, policy: str, tier: str) -> None:
+        self._tiers[policy] = tier
 
     def prefix(self, direction: Direction, hit: Hit) -> str:
-        identifier = self.identifier(hit)
-        self._hits[identifier] = hit
-        return f"{PREFIX}{direction[0]}{identifier}"
+        """Register ``hit`` (with its tier) and return its prefix."""
+        self.add(hit.policy, hit.action, hit.rule, hit.tier)
+        return hit_prefix(direction, hit.policy, hit.action, hit.rule)
 
     def lookup(self, prefix: str) -> tuple[Direction, Hit] | None:
         if not prefix.startswith(PREFIX) or len(prefix) < len(PREFIX) + 2:
             return None
         direction = _CODES.get(prefix[len(PREFIX)])
-        hit = self._hits.get(prefix[len(PREFIX) + 1 :])
-        if direction is None or hit is None:
+        found = self._hits.get(prefix[len(PREFIX) + 1 :])
+        if direction is None or found is None:
             return None
-        return direction, hit
+        policy, action, rule = found
+        if action not in ("allow", "deny", "pass"):
+            return None
+        tier = self._tiers.get(policy, PROFILE_TIER if policy.startswith("pro:") else "-")
+        return direction, Hit(tier, policy, action, rule)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +239,14 @@ class FlowCollector:
             allowed_and_tracked = flow.action == "allow" and flow.seen_in_conntrack
             if allowed_and_tracked and live is not None and flow.key not in live:
                 flow.ended = True
-            records.append(self._record(flow, int(start), int(end)))
+            idle = (
+                flow.action == "allow"
+                and flow.current == flow.counted
+                and not flow.started_in_interval
+                and not flow.ended
+            )
+            if not idle:  # a connection that did nothing in the interval is not reported
+                records.append(self._record(flow, int(start), int(end)))
             flow.counted = flow.current
             flow.started_in_interval = False
             flow.denied_packets = flow.denied_bytes = 0

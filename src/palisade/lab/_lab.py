@@ -484,9 +484,13 @@ def up(
     nodes: int = 1,
     timeout: float = 60.0,
     on_pod: Callable[[str], None] | None = None,
+    flows: FlowSettings | None = None,
 ) -> LabState:
     """Build a lab from the manifests in ``manifests``; returns its state once every agent has
     programmed the store's latest revision.
+
+    Each agent writes its node's flow logs to ``flows-<node>.ndjson`` in the state directory,
+    and sends them to ``flows.server`` when one is given (spooled in ``spool-<node>``).
 
     ``on_pod`` is called with ``NS/POD`` after each pod is attached and serving (a test hook:
     raising from it stops ``up`` half-way). On failure ``up`` raises and leaves everything
@@ -603,7 +607,7 @@ def up(
             nl.add_address(UNDERLAY_INTERFACE, ip_interface(f"{underlay_address(index)}/24"))
             nl.set_up(UNDERLAY_INTERFACE)
             nl.set_sysctl("net.ipv4.ip_forward", 1)
-        _start_agent(builder, node)
+        _start_agent(builder, node, flows or FlowSettings())
 
     # pyroute2 forks to create a namespace and to open a socket in one: never from a thread
     # while other threads run, so the namespaces are made here, before the pool starts.
@@ -672,16 +676,45 @@ def up(
     return state
 
 
-def _start_agent(builder: _Builder, node: str) -> None:
+@dataclass(frozen=True)
+class FlowSettings:
+    """The agents' flow logs: every ``interval`` seconds, at these aggregation levels, to the
+    state directory's ``flows-<node>.ndjson`` and, if given, to ``server``."""
+
+    interval: float = 15.0
+    allowed_level: int = 2
+    denied_level: int = 1
+    server: str | None = None
+
+
+def flow_log_files(state: LabState) -> list[Path]:
+    """Each node's flow-log file (Calico NDJSON)."""
+    return [Path(state.state_dir) / f"flows-{node}.ndjson" for node in state.nodes]
+
+
+def _start_agent(builder: _Builder, node: str, flows: FlowSettings) -> None:
     state = builder.state
     status_file = builder.file(f"agent-{node}.json")
     with builder.lock:
         state.agent_status_files[node] = str(status_file)
+    flow_args = [
+        *("--flow-log", str(builder.file(f"flows-{node}.ndjson"))),
+        *("--flow-interval", str(flows.interval)),
+        *("--flow-levels", f"{flows.allowed_level},{flows.denied_level}"),
+    ]
+    if flows.server:
+        flow_args += [
+            "--flow-server",
+            flows.server,
+            "--flow-spool",
+            str(builder.directory / f"spool-{node}"),
+        ]
     builder.spawn(
         [
             *(sys.executable, "-m", "palisade.agent", "--node", node),
             *("--datastore", state.datastore, "--netns", state.nodes[node]),
             *("--status-file", str(status_file)),
+            *flow_args,
         ],
         role="agent",
         netns=None,
@@ -986,6 +1019,8 @@ def down(state_dir: Path = DEFAULT_STATE_DIR) -> DownReport:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name)
             report.files.append(name)
+    for node in state.nodes:  # the agents' flow spools (batches a server never took)
+        shutil.rmtree(Path(state.state_dir) / f"spool-{node}", ignore_errors=True)
     with contextlib.suppress(FileNotFoundError):
         state.path.with_suffix(".tmp").unlink()
     state.path.unlink(missing_ok=True)

@@ -34,12 +34,15 @@ from palisade.calc import (
     RuleIntent,
     SetIntent,
 )
+from palisade.flows._collect import hit_prefix
 from palisade.policy import Action
 
 Json = dict[str, Any]
 
 FAMILY = "inet"
 TABLE = "palisade"
+FLOW_LOG_GROUP = 30
+"""The NFLOG group the deciding rules log to; the node's flow collector binds it."""
 BASE_CHAIN = "forward"
 FROM_MAP = "pal-from-wl"
 """``iifname`` → ``jump pal-fr-<ep>``: egress policy of the workload a packet comes from."""
@@ -475,15 +478,34 @@ def _rule(attribution: str, expr: list[Json]) -> NftRule:
     return NftRule(_comment(attribution, expr), tuple(expr))
 
 
-def render_rules(owner: str, direction: str, rules: Sequence[RuleIntent]) -> tuple[NftRule, ...]:
-    """A policy's or profile's rules for one direction. Each match sets the verdict mark and
-    returns; a Log rule logs and falls through to the next rule."""
+def _flow_log(direction: str, policy: str, action: str, rule: int) -> Json:
+    """NFLOG to the flow collector: the packet and which hit it met (see
+    ``palisade.flows._collect``). Only packets outside established connections walk the policy
+    chains, so this logs first packets of connections and denied attempts."""
+    prefix = hit_prefix("ingress" if direction == "ingress" else "egress", policy, action, rule)
+    return {"log": {"prefix": prefix, "group": FLOW_LOG_GROUP}}
+
+
+def render_rules(
+    owner: str, direction: str, rules: Sequence[RuleIntent], hit_part: str | None = None
+) -> tuple[NftRule, ...]:
+    """A policy's or profile's rules for one direction. Each match logs its hit to the flow
+    collector (``hit_part``: the policy part of its Calico hit string), sets the verdict mark
+    and returns; a Log rule logs and falls through to the next rule."""
     rendered: list[NftRule] = []
     for rule in rules:
         attribution = f"{owner} {direction} {rule.rule_index}"
         if rule.action is Action.LOG:
             prefix = f"pal {owner[:40]} {direction[0]}{rule.rule_index} "
             action = [_COUNTER, {"log": {"prefix": prefix}}]
+        elif hit_part is not None:
+            verdict = rule.action.value.lower()
+            action = [
+                _COUNTER,
+                _flow_log(direction, hit_part, verdict, rule.rule_index),
+                _set_mark(_MARK_BY_ACTION[rule.action]),
+                _RETURN,
+            ]
         else:
             action = [_COUNTER, _set_mark(_MARK_BY_ACTION[rule.action]), _RETURN]
         for index, variant in enumerate(_rule_variants(rule)):
@@ -497,11 +519,11 @@ def render_policy(policy: PolicyIntent) -> list[NftChain]:
     return [
         NftChain(
             policy_chain_name(policy.policy_id, True),
-            render_rules(owner, "ingress", policy.ingress),
+            render_rules(owner, "ingress", policy.ingress, policy.policy_id),
         ),
         NftChain(
             policy_chain_name(policy.policy_id, False),
-            render_rules(owner, "egress", policy.egress),
+            render_rules(owner, "egress", policy.egress, policy.policy_id),
         ),
     ]
 
@@ -511,11 +533,11 @@ def render_profile(profile: ProfileIntent) -> list[NftChain]:
     return [
         NftChain(
             profile_chain_name(profile.profile_id, True),
-            render_rules(owner, "ingress", profile.ingress),
+            render_rules(owner, "ingress", profile.ingress, f"pro:{profile.profile_id}"),
         ),
         NftChain(
             profile_chain_name(profile.profile_id, False),
-            render_rules(owner, "egress", profile.egress),
+            render_rules(owner, "egress", profile.egress, f"pro:{profile.profile_id}"),
         ),
     ]
 
@@ -539,7 +561,16 @@ def _fixed_rule(attribution: str, fixed: _Fixed) -> NftRule:
 _NO_VERDICT = _match(_mark_bits(), 0)
 _START = _Fixed(_COUNTER, _set_mark(0))
 _DENY_ALL = _Fixed(_COUNTER, _DROP)
-_END_OF_TIER = _Fixed(_NO_VERDICT, _COUNTER, _DROP)
+
+
+@lru_cache(maxsize=65536)
+def _end_of_tier(ingress: bool, last_policy: str) -> _Fixed:
+    """No rule of the tier matched: its default, Deny, logged as Calico's ``-1`` hit naming the
+    tier's last policy (shared by the endpoints whose tier ends in the same policy)."""
+    direction = "ingress" if ingress else "egress"
+    return _Fixed(_NO_VERDICT, _COUNTER, _flow_log(direction, last_policy, "deny", -1), _DROP)
+
+
 _TIER_DENY = _Fixed(_match(_mark_bits(), MARK_DENY), _COUNTER, _DROP)
 # Deny or Pass: the one bit both set (Allow and "no verdict" leave it clear). A bit test, not
 # ``mark & MASK in {deny, pass}``: the kernel walks the whole transaction for every anonymous
@@ -577,7 +608,12 @@ def _endpoint_rules(endpoint: EndpointIntent, ingress: bool) -> tuple[NftRule, .
         rules.append(_fixed_rule(f"{stage} allow", _ALLOW[ingress]))
         rules.append(_fixed_rule(f"{stage} deny", _TIER_DENY))
         if tier.has_enforced and tier.default_action is not Action.PASS:
-            rules.append(_fixed_rule(f"{stage} end-of-tier deny", _END_OF_TIER))
+            rules.append(
+                _fixed_rule(
+                    f"{stage} end-of-tier deny",
+                    _end_of_tier(ingress, tier.policy_ids[-1]),
+                )
+            )
     if endpoint.profile_ids:
         rules.append(_fixed_rule(f"{who} profiles start", _START))
         for profile_id in endpoint.profile_ids:

@@ -44,8 +44,12 @@ def test_demo_in_the_lab_kernel_equals_engine_with_live_traffic(lab_place: LabPl
     output = completed.stdout
     assert "kernel == engine on all 216 pairs of distinct pods" in output, output[-3000:]
     assert "explain api/legacy-batch → data/redis-0 6379/TCP" in output
-
+    # the kernel's flow logs, in the lab's flow store: the lateral movement, denied by quarantine
+    assert "flow logs (from the kernel, in the flow store)" in output
+    assert "security|gnp:quarantine" in output
     report = lab.status(lab_place.state_dir)
+    assert report["server"] and f"console: {report['server']}/" in output
+
     assert {pod["node"] for pod in report["pods"].values()} == {"node-0", "node-1", "node-2"}
     rows = _rows(lab_place)
     lateral = {k: r for k, r in rows.items() if k[0] == "api/legacy-batch"}

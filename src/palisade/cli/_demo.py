@@ -28,12 +28,14 @@ from rich.table import Table
 
 from palisade import lab
 from palisade.policy import Cluster, Matrix, PolicyEngine, reachability_matrix
+from palisade.server import ServerClient, ServerError
 
 from ._common import PortSpec, build_engine, console, err_console, fail, parse_port_spec
 from ._lab import StateDirOption, kernel_matrix, run_lab, traffic_table
 from ._policy import explain_flow, matrix_tables, render_verdict
 
 TRAFFIC_WINDOW = 10.0  # seconds of live traffic each report covers
+FLOW_INTERVAL = 5.0  # the agents' flow-log interval in the demo (Calico's default is 15 s)
 WARM_UP = 4.0  # seconds of traffic before the first report
 
 
@@ -115,6 +117,36 @@ def _show_lab(state: lab.LabState, specs: list[PortSpec], scenario: dict[str, An
     )
     _explain(engine, scenario)
     _report_traffic(state)
+    _report_flows(state)
+
+
+def _report_flows(state: lab.LabState) -> None:
+    """What the agents reported from the kernel: denied flows with their denying policy."""
+    if not state.server:
+        return
+    time.sleep(FLOW_INTERVAL + 1)  # one flow-log interval, so the first records are in
+    console.print(Rule("flow logs (from the kernel, in the flow store)"))
+    try:
+        with ServerClient(state.server) as client:
+            denied = client.get("/flows/denied", window="10m")
+            total = client.health().get("flow_records")
+    except ServerError as exc:
+        console.print(f"[red]the flow store did not answer: {exc}[/red]")
+        return
+    table = Table(title=f"denied flows ({total} flow records stored)", title_justify="left")
+    for column in ("FROM", "TO", "PORT", "REPORTER", "FLOWS", "DENIED BY"):
+        table.add_column(column)
+    for row in denied[:15]:
+        table.add_row(
+            f"{row['source_namespace']}/{row['source_name']}",
+            f"{row['dest_namespace']}/{row['dest_name']}",
+            f"{row['dest_port']}/{row['proto']}",
+            str(row["reporter"]),
+            str(row["flows"]),
+            f"{row['tier']}|{row['policy']}",
+        )
+    console.print(table)
+    console.print(f"console: {state.server}/ — `palisade flows --action deny` lists them too")
 
 
 def _report_traffic(state: lab.LabState) -> None:
@@ -190,4 +222,6 @@ def demo(
         on_up=shown,
         on_tick=_tick,
         tick=TRAFFIC_WINDOW,
+        server=True,
+        flows=lab.FlowSettings(interval=FLOW_INTERVAL),
     )

@@ -58,6 +58,8 @@ def run_lab(
     on_up: Callable[[lab.LabState], None] | None = None,
     on_tick: Callable[[lab.LabState], None] | None = None,
     tick: float = 10.0,
+    server: bool = False,
+    flows: lab.FlowSettings | None = None,
 ) -> None:
     """Bring a lab up; then call ``on_up``, and either return (``detach``) or call ``on_tick``
     every ``tick`` seconds until Ctrl-C or SIGTERM, then take the lab down. A failed or
@@ -90,7 +92,14 @@ def run_lab(
     try:
         try:
             err_console.print(f"building the lab from {', '.join(map(str, manifests))} …")
-            state = lab.up(manifests, state_dir=state_dir, lab_id=lab_id, nodes=nodes)
+            state = lab.up(
+                manifests,
+                state_dir=state_dir,
+                lab_id=lab_id,
+                nodes=nodes,
+                server=server,
+                flows=flows,
+            )
             building.clear()
         except (KeyboardInterrupt, *ERRORS) as exc:
             lab.down(state_dir)  # whatever the failed up made
@@ -100,6 +109,9 @@ def run_lab(
             markup=False,
         )
         print(f"export PALISADE_DATASTORE={state.datastore}", flush=True)
+        if state.server:
+            print(f"export PALISADE_SERVER={state.server}", flush=True)
+            console.print(f"console: {state.server}/", markup=False)
         if on_up is not None:
             on_up(state)
         if detach:
@@ -130,10 +142,25 @@ def up(
     lab_id: Annotated[
         str, typer.Option("--id", help="Lab id: namespaces are named pal-l<ID>-…")
     ] = "0",
+    server: Annotated[
+        bool,
+        typer.Option("--server", help="Run a palisade server (API, flow store, console) too."),
+    ] = False,
+    flow_interval: Annotated[
+        float, typer.Option("--flow-interval", help="Seconds per flow-log interval.")
+    ] = 15.0,
     state_dir: StateDirOption = lab.DEFAULT_STATE_DIR,
 ) -> None:
     """Build the lab from manifests; stay up until Ctrl-C (then take it down) or --detach."""
-    run_lab(filename, nodes=nodes, lab_id=lab_id, state_dir=state_dir, detach=detach)
+    run_lab(
+        filename,
+        nodes=nodes,
+        lab_id=lab_id,
+        state_dir=state_dir,
+        detach=detach,
+        server=server,
+        flows=lab.FlowSettings(interval=flow_interval),
+    )
 
 
 def kernel_matrix(result: dict[str, Any], pods: list[str]) -> Matrix:

@@ -485,12 +485,15 @@ def up(
     timeout: float = 60.0,
     on_pod: Callable[[str], None] | None = None,
     flows: FlowSettings | None = None,
+    server: bool = False,
 ) -> LabState:
     """Build a lab from the manifests in ``manifests``; returns its state once every agent has
     programmed the store's latest revision.
 
     Each agent writes its node's flow logs to ``flows-<node>.ndjson`` in the state directory,
-    and sends them to ``flows.server`` when one is given (spooled in ``spool-<node>``).
+    and sends them to ``flows.server`` when one is given (spooled in ``spool-<node>``). With
+    ``server``, the lab runs its own ``palisade server`` on a free loopback port, over the
+    lab's datastore and a flow store in the state directory, and the agents report to it.
 
     ``on_pod`` is called with ``NS/POD`` after each pod is attached and serving (a test hook:
     raising from it stops ``up`` half-way). On failure ``up`` raises and leaves everything
@@ -591,6 +594,12 @@ def up(
             tunnels.append(node_document(index, str(assignment.ip)))
         _put_all(store, tunnels)
 
+    flows = flows or FlowSettings()
+    if server:
+        state.server = _start_server(builder)
+        flows = FlowSettings(flows.interval, flows.allowed_level, flows.denied_level, state.server)
+        builder.save()
+
     underlay = f"{prefix}ul"
     builder.netns(underlay)
     with Netlink(underlay) as nl:
@@ -607,7 +616,7 @@ def up(
             nl.add_address(UNDERLAY_INTERFACE, ip_interface(f"{underlay_address(index)}/24"))
             nl.set_up(UNDERLAY_INTERFACE)
             nl.set_sysctl("net.ipv4.ip_forward", 1)
-        _start_agent(builder, node, flows or FlowSettings())
+        _start_agent(builder, node, flows)
 
     # pyroute2 forks to create a namespace and to open a socket in one: never from a thread
     # while other threads run, so the namespaces are made here, before the pool starts.
@@ -685,6 +694,57 @@ class FlowSettings:
     allowed_level: int = 2
     denied_level: int = 1
     server: str | None = None
+
+
+def _palisade_command() -> list[str]:
+    script = Path(sys.executable).parent / "palisade"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from palisade.cli import main; main()"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _start_server(builder: _Builder, timeout: float = 30.0) -> str:
+    """``palisade server`` for the lab, on loopback; returns its URL once it answers."""
+    import httpx
+
+    state = builder.state
+    port = _free_port()
+    flow_store = builder.file("flows.duckdb")
+    builder.file("flows.duckdb.wal")
+    record = builder.spawn(
+        [
+            *_palisade_command(),
+            "server",
+            *("--listen", f"127.0.0.1:{port}"),
+            *("--datastore", state.datastore),
+            *("--flow-store", str(flow_store)),
+        ],
+        role="api",
+        netns=None,
+        owner="server",
+        log=builder.file("server.log"),
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/api/v1/health", timeout=1.0).status_code == 200:
+                return url
+        except httpx.HTTPError:
+            pass
+        if not _alive(record) or time.monotonic() > deadline:
+            raise LabError(
+                f"the lab's server did not start: {_tail(builder.directory / 'server.log')}"
+            )
+        time.sleep(0.1)
 
 
 def flow_log_files(state: LabState) -> list[Path]:
@@ -801,6 +861,7 @@ def status(state_dir: Path = DEFAULT_STATE_DIR) -> dict[str, Any]:
         "lab": state.lab_id,
         "phase": state.phase,
         "datastore": state.datastore,
+        "server": state.server,
         "nodes": [{"name": node, "netns": netns} for node, netns in state.nodes.items()],
         "pods": {
             key: {"ip": record.ip, "node": record.node, "netns": record.netns}

@@ -51,6 +51,7 @@ class LabState:
     processes: list[ProcessRecord] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     agent_status_files: dict[str, str] = field(default_factory=dict)  # node → path
+    server: str | None = None  # the URL of the lab's `palisade server`, if it runs one
 
     @property
     def path(self) -> Path:
@@ -86,4 +87,5 @@ class LabState:
             agent_status_files={
                 str(k): str(v) for k, v in data.get("agent_status_files", {}).items()
             },
+            server=data.get("server"),
         )

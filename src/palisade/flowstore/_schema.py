@@ -66,6 +66,26 @@ DDL: Final[tuple[str, ...]] = (
     "CREATE TABLE IF NOT EXISTS ingest_batches ("
     "batch_id VARCHAR PRIMARY KEY, added BIGINT NOT NULL, ingested_at DOUBLE NOT NULL)",
     "CREATE TABLE IF NOT EXISTS store_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
+    # The edge rollup: the records that count once per connection (``_graph.COUNTED_ONCE``),
+    # summed per hour of start time and per endpoint pair. The service graph and the top
+    # talkers read it instead of the records, so their cost follows the number of distinct
+    # edges, not the number of records.
+    "CREATE TABLE IF NOT EXISTS edge_rollup (bucket BIGINT NOT NULL,"
+    " source_type VARCHAR, source_namespace VARCHAR, source_name_aggr VARCHAR,"
+    " dest_type VARCHAR, dest_namespace VARCHAR, dest_name_aggr VARCHAR, proto VARCHAR,"
+    " action VARCHAR, bytes BIGINT, packets BIGINT, flows BIGINT)",
+)
+
+#: Seconds of start time per rollup bucket.
+ROLLUP_BUCKET: Final = 3600
+
+ROLLUP_KEYS: Final = (
+    "source_type, source_namespace, source_name_aggr,"
+    " dest_type, dest_namespace, dest_name_aggr, proto, action"
+)
+ROLLUP_SUMS: Final = (
+    "sum(bytes_in + bytes_out) AS bytes, sum(packets_in + packets_out) AS packets,"
+    " sum(num_flows) AS flows"
 )
 
 # The shape of one Calico flow-log document, as DuckDB's ``from_json`` reads it. Unknown fields

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import tempfile
 import threading
@@ -26,6 +27,9 @@ from ._schema import (
     DDL,
     MALFORMED_REASON,
     RECORD_COLUMNS,
+    ROLLUP_BUCKET,
+    ROLLUP_KEYS,
+    ROLLUP_SUMS,
     SCHEMA_VERSION,
     VALID_ROW,
     json_structure,
@@ -87,11 +91,20 @@ class FlowStore:
                 [str(SCHEMA_VERSION)],
             )
         self._structure = json_structure()
+        staged_columns = ", ".join(f"{staged_value(name)} AS {name}" for name in COLUMN_NAMES)
         self._insert_select = (
             f"INSERT INTO flows ({', '.join(COLUMN_NAMES)}) SELECT "
             + ", ".join(staged_value(name) for name in COLUMN_NAMES)
             + " FROM staging WHERE NOT bad"
         )
+        self._rollup_select = _rollup_insert(
+            f"(SELECT {staged_columns} FROM staging WHERE NOT bad)", "true"
+        )
+        with self._lock:
+            self._rollup_rows = self._scalar("SELECT count(*) FROM edge_rollup")
+            if self._rollup_rows == 0 and self._scalar("SELECT count(*) FROM flows"):
+                self._rebuild_rollup(None)  # a store written before the rollup existed
+        self._rollup_appended = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -199,6 +212,8 @@ class FlowStore:
                 try:
                     row = connection.execute(self._insert_select).fetchone()
                     added = int(row[0]) if row else 0
+                    row = connection.execute(self._rollup_select).fetchone()
+                    appended = int(row[0]) if row else 0
                     if batch_id is not None:
                         connection.execute(
                             "INSERT INTO ingest_batches VALUES (?, ?, ?)",
@@ -210,6 +225,10 @@ class FlowStore:
                     raise
             finally:
                 connection.execute("DROP TABLE IF EXISTS staging")
+            self._rollup_rows += appended
+            self._rollup_appended += appended
+            if self._rollup_appended > max(50_000, self._rollup_rows // 2):
+                self._compact_rollup()
             return IngestResult(added=added, malformed=malformed)
 
     def _lines(self, path: Path) -> str:
@@ -278,6 +297,77 @@ class FlowStore:
                 " WHERE bad_line IS NOT NULL AND trim(bad_line) <> '' ORDER BY line_no"
             ).fetchall()
         ]
+
+    # -- the edge rollup -----------------------------------------------------------------
+
+    def _scalar(self, sql: str, parameters: Sequence[Any] = ()) -> int:
+        row = self._connection.execute(sql, list(parameters)).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def _compact_rollup(self) -> None:
+        """Merge the rollup rows of the same bucket and edge (each batch appends its own)."""
+        connection = self._connection
+        connection.execute(
+            "CREATE OR REPLACE TEMP TABLE rollup_compact AS"
+            f" SELECT bucket, {ROLLUP_KEYS}, sum(bytes) AS bytes, sum(packets) AS packets,"
+            f" sum(flows) AS flows FROM edge_rollup GROUP BY bucket, {ROLLUP_KEYS}"
+        )
+        connection.execute("BEGIN TRANSACTION")
+        try:
+            connection.execute("DELETE FROM edge_rollup")
+            connection.execute("INSERT INTO edge_rollup SELECT * FROM rollup_compact")
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        finally:
+            connection.execute("DROP TABLE IF EXISTS rollup_compact")
+        self._rollup_rows = self._scalar("SELECT count(*) FROM edge_rollup")
+        self._rollup_appended = 0
+
+    def _rebuild_rollup(self, before: int | None) -> None:
+        """Recompute the rollup's buckets that start before ``before`` (all if ``None``)
+        from the records (after retention deleted some)."""
+        connection = self._connection
+        if before is None:
+            connection.execute("DELETE FROM edge_rollup")
+            connection.execute(_rollup_insert("flows", "true"))
+        else:
+            connection.execute("DELETE FROM edge_rollup WHERE bucket < ?", [before])
+            connection.execute(_rollup_insert("flows", "start_time < ?"), [before])
+        self._rollup_rows = self._scalar("SELECT count(*) FROM edge_rollup")
+        self._rollup_appended = 0
+
+    def _edges(self, since: float | None, until: float | None) -> tuple[str, list[Any]]:
+        """A subquery of counted-once traffic in a window (``ROLLUP_KEYS``, ``bytes``,
+        ``packets``, ``flows``): whole rollup buckets inside the window, and the records of
+        the partly covered buckets at its ends."""
+        low = None if since is None else math.ceil(since / ROLLUP_BUCKET) * ROLLUP_BUCKET
+        high = None if until is None else math.floor(until / ROLLUP_BUCKET) * ROLLUP_BUCKET
+        rollup_parameters: list[Any] = []
+        if low is not None and high is not None and low >= high:
+            rollup_where = in_rollup = "false"  # no whole bucket inside: records only
+        else:
+            conditions: list[str] = []
+            if low is not None:
+                conditions.append("bucket >= ?")
+                rollup_parameters.append(low)
+            if high is not None:
+                conditions.append("bucket < ?")
+                rollup_parameters.append(high)
+            rollup_where = " AND ".join(conditions) or "true"
+            in_rollup = (
+                " AND ".join(c.replace("bucket", "start_time") for c in conditions) or "true"
+            )
+        where, parameters = _window(since, until)
+        where += [COUNTED_ONCE, f"NOT ({in_rollup})"]
+        sql = (
+            f"(SELECT {ROLLUP_KEYS}, bytes, packets, flows FROM edge_rollup"
+            f" WHERE {rollup_where}"
+            f" UNION ALL SELECT {ROLLUP_KEYS}, bytes_in + bytes_out, packets_in + packets_out,"
+            f" num_flows FROM flows WHERE {' AND '.join(where)})"
+        )
+        return sql, [*rollup_parameters, *parameters, *rollup_parameters]
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -349,12 +439,10 @@ class FlowStore:
         keys = ["source_namespace", "dest_namespace"]
         if by == "workload":
             keys = ["source_namespace", "source_name_aggr", "dest_namespace", "dest_name_aggr"]
-        where, parameters = _window(since, until)
-        where.append(COUNTED_ONCE)
+        edges, parameters = self._edges(since, until)
         sql = (
-            f"SELECT {', '.join(keys)}, sum(bytes_in + bytes_out) AS bytes,"
-            " sum(packets_in + packets_out) AS packets, sum(num_flows) AS flows"
-            f" FROM flows WHERE {' AND '.join(where)} GROUP BY ALL"
+            f"SELECT {', '.join(keys)}, sum(bytes) AS bytes, sum(packets) AS packets,"
+            f" sum(flows) AS flows FROM {edges} GROUP BY ALL"
             f" ORDER BY bytes DESC, {', '.join(keys)} LIMIT ?"
         )
         with self._lock:
@@ -425,13 +513,13 @@ class FlowStore:
 
         Edges: ``source``, ``target``, ``bytes``, ``packets``, ``flows`` (each connection
         counted once, at its last enforcement point), ``allowed`` and ``denied`` (flows by
-        verdict), ``protocols`` (sorted ``proto`` values). Aggregated in SQL per (type,
-        namespace, name_aggr of workloads only where needed), so the Python side sees a few
-        thousand groups whatever the number of records.
+        verdict), ``protocols`` (sorted ``proto`` values). Read from the edge rollup (hourly
+        sums per endpoint pair) plus the records of partly covered hours at the window's
+        ends, aggregated in SQL per (type, namespace, name_aggr of workloads only where
+        needed), so neither side's work grows with the number of records.
         """
         expanded = sorted(set(expand))
-        where, parameters = _window(since, until)
-        where.append(COUNTED_ONCE)
+        edge_source, parameters = self._edges(since, until)
 
         def name_key(side: str) -> str:
             return (
@@ -442,10 +530,10 @@ class FlowStore:
         sql = (
             f"SELECT source_type, source_namespace, {name_key('source')} AS source_key,"
             f" dest_type, dest_namespace, {name_key('dest')} AS dest_key,"
-            " sum(bytes_in + bytes_out), sum(packets_in + packets_out), sum(num_flows),"
-            " sum(num_flows) FILTER (WHERE action = 'allow'),"
-            " sum(num_flows) FILTER (WHERE action = 'deny'), list(DISTINCT proto)"
-            f" FROM flows WHERE {' AND '.join(where)}"
+            " sum(bytes), sum(packets), sum(flows),"
+            " sum(flows) FILTER (WHERE action = 'allow'),"
+            " sum(flows) FILTER (WHERE action = 'deny'), list(DISTINCT proto)"
+            f" FROM {edge_source}"
             " GROUP BY source_type, source_namespace, source_key,"
             " dest_type, dest_namespace, dest_key"
         )
@@ -556,27 +644,48 @@ class FlowStore:
         deleted = 0
         with self._lock:
             connection = self._connection
+            latest_deleted_end: float | None = None
             if max_age_seconds is not None:
                 cutoff = (time.time() if now is None else now) - max_age_seconds
                 row = connection.execute(
                     "DELETE FROM flows WHERE end_time < ?", [cutoff]
                 ).fetchone()
-                deleted += int(row[0]) if row else 0
+                if row and row[0]:
+                    deleted += int(row[0])
+                    latest_deleted_end = cutoff
             if max_records is not None:
                 excess = self.count() - max(max_records, 0)
                 if excess > 0:
+                    oldest = (
+                        "SELECT rowid, end_time FROM flows ORDER BY end_time, start_time LIMIT ?"
+                    )
+                    latest = self._scalar(f"SELECT max(end_time) FROM ({oldest})", [excess])
                     row = connection.execute(
-                        "DELETE FROM flows WHERE rowid IN (SELECT rowid FROM flows"
-                        " ORDER BY end_time, start_time LIMIT ?)",
+                        f"DELETE FROM flows WHERE rowid IN (SELECT rowid FROM ({oldest}))",
                         [excess],
                     ).fetchone()
                     deleted += int(row[0]) if row else 0
+                    latest_deleted_end = max(latest_deleted_end or latest, latest)
+            if latest_deleted_end is not None:
+                # A deleted record started no later than it ended: the buckets to recompute
+                # are those up to the one holding the latest deleted end.
+                bucket = math.floor(latest_deleted_end / ROLLUP_BUCKET) * ROLLUP_BUCKET
+                self._rebuild_rollup(bucket + ROLLUP_BUCKET)
         return deleted
 
     def checkpoint(self) -> None:
         """Write the WAL into the database file (DuckDB also does this on its own)."""
         with self._lock:
             self._connection.execute("CHECKPOINT")
+
+
+def _rollup_insert(source: str, condition: str) -> str:
+    """The statement that sums ``source``'s counted-once records into the rollup."""
+    return (
+        f"INSERT INTO edge_rollup SELECT start_time - start_time % {ROLLUP_BUCKET} AS bucket,"
+        f" {ROLLUP_KEYS}, {ROLLUP_SUMS} FROM {source} WHERE {COUNTED_ONCE} AND {condition}"
+        f" GROUP BY bucket, {ROLLUP_KEYS}"
+    )
 
 
 def _window(since: float | None, until: float | None) -> tuple[list[str], list[Any]]:

@@ -466,10 +466,15 @@ class FlowStore:
         where, parameters = _window(since, until)
         where.append("action = 'deny'")
         sql = (
+            # Summed per distinct trace first, so the deciding hit is found once per group.
             "SELECT source_namespace, source_name_aggr, source_type, dest_namespace,"
             " dest_name_aggr, dest_type, proto, dest_port, reporter, hit,"
-            " sum(bytes_in + bytes_out), sum(packets_in + packets_out), sum(num_flows) AS flows"
-            f" FROM (SELECT *, {_DECIDING_HIT} AS hit FROM flows WHERE {' AND '.join(where)})"
+            " sum(bytes), sum(packets), sum(flows) AS flows FROM (SELECT *,"
+            f" {_DECIDING_HIT} AS hit FROM (SELECT source_namespace, source_name_aggr,"
+            " source_type, dest_namespace, dest_name_aggr, dest_type, proto, dest_port,"
+            " reporter, enforced_policies, sum(bytes_in + bytes_out) AS bytes,"
+            " sum(packets_in + packets_out) AS packets, sum(num_flows) AS flows"
+            f" FROM flows WHERE {' AND '.join(where)} GROUP BY ALL))"
             " GROUP BY ALL ORDER BY flows DESC, source_namespace, source_name_aggr,"
             " dest_namespace, dest_name_aggr, dest_port LIMIT ?"
         )
@@ -598,8 +603,9 @@ class FlowStore:
         ``action``, ``reporter``, ``flows``, most flows first."""
         where, parameters = self._edge_where(source_id, target_id, since, until)
         sql = (
-            f"SELECT hit, action, reporter, sum(num_flows) AS flows FROM (SELECT *,"
-            f" {_DECIDING_HIT} AS hit FROM flows WHERE {' AND '.join(where)})"
+            f"SELECT hit, action, reporter, sum(flows) AS flows FROM (SELECT *,"
+            f" {_DECIDING_HIT} AS hit FROM (SELECT enforced_policies, action, reporter,"
+            f" sum(num_flows) AS flows FROM flows WHERE {' AND '.join(where)} GROUP BY ALL))"
             " GROUP BY ALL ORDER BY flows DESC, hit, action, reporter"
         )
         with self._lock:

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from palisade.flows import FlowFormat, FlowRecord, Malformed, iter_flows
 from palisade.recommend import RecommendOptions, recommend
-from palisade.whatif import WhatIfReport, whatif
+from palisade.whatif import DEFAULT_TRACE_LIMIT, WhatIfReport, whatif
 
 from ._common import console, err_console, fail, load_documents
 
@@ -269,6 +269,14 @@ def whatif_command(
     ] = ReportFormat.table,
     limit: Annotated[int, typer.Option("--limit", help="Rows per table.")] = 20,
     flows_format: FlowFormatOption = FlowFileFormat.calico,
+    trace_limit: Annotated[
+        int,
+        typer.Option(
+            "--trace-limit",
+            help="Classes of changed flows traced to their deciding policy, the busiest "
+            "first; the rest are counted as not traced.",
+        ),
+    ] = DEFAULT_TRACE_LIMIT,
 ) -> None:
     """Which recorded flows would change verdict under proposed or staged policies.
 
@@ -284,6 +292,7 @@ def whatif_command(
         documents,
         proposed,
         staged=staged,
+        trace_limit=trace_limit,
     )
     problems.report()
     if format is ReportFormat.json:

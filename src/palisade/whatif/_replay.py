@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -399,7 +400,7 @@ class _Tracer:
         self.engine = engine
         self.pending = pending
         self.nets = _class_nets(engine)
-        self.edges = _port_edges(engine)
+        self.edges = _port_edges(engine).tolist()
         self._class: dict[int, tuple[object, ...]] = {}
 
     def _address_class(self, address: int) -> tuple[object, ...]:
@@ -425,7 +426,7 @@ class _Tracer:
     def key(
         self, src: int, dst: int, protocol: int, port: int, allowed: bool
     ) -> tuple[object, ...]:
-        interval = int(np.searchsorted(self.edges, port, side="right"))
+        interval = bisect.bisect_right(self.edges, port)
         return (self._address_class(src), self._address_class(dst), protocol, interval, allowed)
 
     def decide(self, src: int, dst: int, protocol: int, port: int, allowed: bool) -> _Decision:

@@ -385,3 +385,19 @@ def test_network_sets_that_hold_pods_are_not_opened_to_the_pods() -> None:
     assert api["spec"]["egress"][0]["to"] == [
         {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.244.0.0/16"]}}
     ]
+
+
+def test_dns_without_named_ports_is_udp_and_tcp_53() -> None:
+    cluster = [
+        d
+        for d in CLUSTER
+        if not (d["kind"] == "Pod" and d["metadata"]["namespace"] == "kube-system")
+    ]
+    cluster.append(pod("kube-system", "coredns-1", "10.244.2.10", {"k8s-app": "kube-dns"}))
+    result = recommend([record("src", WEB, DNS, 53, "udp")], cluster, RecommendOptions())
+    egress = _policy(result.documents, "recommended")["spec"]["egress"]
+    assert [(r["protocol"], r["destination"]["ports"]) for r in egress] == [
+        ("TCP", [53]),
+        ("UDP", [53]),
+    ]
+    assert all(r["metadata"]["annotations"]["palisade.io/purpose"] == "dns" for r in egress)

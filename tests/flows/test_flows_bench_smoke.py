@@ -12,6 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 EXPECTED_FIGURES = [
     r"^input: [\d,]+ Calico records from [\d,]+ templates \([\d,]+ MB NDJSON, \d+ B/record\)"
     r"\s+[\d.]+ s",
+    r"^\s+reference: DuckDB.s JSON reader alone \(every field, nothing stored\)\s+[\d,]+ rec/s",
     r"^\(a\) ingest_ndjson, [\d,]+ records \(file store\)\s+[\d,]+ rec/s\s+[\d.]+ s",
     r"^\(b\) service graph, namespace view \(\d+ nodes, \d+ edges\), median of \d+\s+[\d.]+ s",
     r"^\s+the same with one namespace expanded \(\d+ edges\)\s+[\d.]+ s",

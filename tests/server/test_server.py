@@ -197,3 +197,45 @@ def test_flows_cli_queries_and_imports_through_the_server(
         check=False,
     )
     assert down.returncode == 1 and "127.0.0.1:9" in down.stderr
+
+
+HUBBLE = Path(__file__).resolve().parents[1] / "flows" / "data" / "hubble_flows.ndjson"
+
+
+def test_hubble_files_import_through_the_cli_and_top_and_denied_answer(
+    server_process: ServerProcess,
+) -> None:
+    from palisade.flows import read_flows
+
+    expected = read_flows(HUBBLE, "hubble")
+    assert expected.records and expected.malformed  # the sample has good and broken lines
+    server_process.start()
+    environment = {**os.environ, "PALISADE_SERVER": server_process.url}
+    imported = subprocess.run(
+        [str(PALISADE), "flows", "import", str(HUBBLE)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=60,
+        check=False,
+    )
+    assert imported.returncode == 0, imported.stderr
+    assert f"{len(expected.records)} record(s) imported" in imported.stdout
+    assert f"{len(expected.malformed)} malformed line(s)" in imported.stdout
+    for line, _ in expected.malformed:
+        assert f"{HUBBLE}:{line}:" in imported.stdout
+    assert httpx.get(f"{server_process.url}/api/v1/health").json()["flow_records"] == len(
+        expected.records
+    )
+    for command, check in (("top", "bytes"), ("denied", "hit")):
+        answer = subprocess.run(
+            [str(PALISADE), "flows", command, "--format", "json"],
+            capture_output=True,
+            text=True,
+            env=environment,
+            timeout=60,
+            check=False,
+        )
+        assert answer.returncode == 0, answer.stderr
+        rows = json.loads(answer.stdout)
+        assert rows and all(check in row for row in rows)

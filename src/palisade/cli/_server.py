@@ -148,14 +148,28 @@ def flows(
 IMPORT_CHUNK_LINES = 50_000
 
 
+class ImportFormat(StrEnum):
+    auto = "auto"
+    calico = "calico"
+    hubble = "hubble"
+
+
 @flows_app.command(name="import")
 def import_(
-    files: Annotated[list[Path], typer.Argument(help="Calico flow-log NDJSON files.")],
+    files: Annotated[list[Path], typer.Argument(help="Flow-log files (NDJSON).")],
+    format: Annotated[
+        ImportFormat,
+        typer.Option(
+            "--format",
+            help="calico (Calico Enterprise flow logs), hubble (`hubble observe -o json`), "
+            "or auto: decided per file by its first record.",
+        ),
+    ] = ImportFormat.auto,
     server_url: ServerOption = None,
 ) -> None:
-    """Import flow-log files (Calico Enterprise JSON lines) into the server's flow store, in
-    chunks; a chunk sent twice is stored once, so an interrupted import can be repeated.
-    Malformed lines are counted and listed with their line numbers; the rest is imported."""
+    """Import flow-log files into the server's flow store, in chunks; a chunk sent twice is
+    stored once, so an interrupted import can be repeated. Malformed lines are counted and
+    listed with their line numbers; the rest is imported."""
     import hashlib
 
     from rich.progress import BarColumn, Progress, TextColumn, TransferSpeedColumn
@@ -163,7 +177,7 @@ def import_(
     missing = [f for f in files if not f.is_file()]
     if missing:
         fail(", ".join(f"{f}: no such file" for f in missing))
-    imported = duplicates = 0
+    imported = duplicates = skipped = 0
     malformed: list[str] = []
     try:
         with (
@@ -178,8 +192,12 @@ def import_(
             for path in files:
                 task = progress.add_task(str(path), total=path.stat().st_size)
                 digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-                first_line = 1
-                for index, chunk in enumerate(_chunks(path)):
+                kind = format.value if format is not ImportFormat.auto else _detect(path)
+                if kind == "hubble":
+                    chunks = _converted_chunks(path, malformed)
+                else:
+                    chunks = _raw_chunks(path)
+                for index, (chunk, first_line, size) in enumerate(chunks):
                     answer = client.ingest(chunk, batch_id=f"import/{digest}/{index}")
                     imported += int(answer.get("imported") or 0)
                     duplicates += bool(answer.get("duplicate"))
@@ -187,15 +205,65 @@ def import_(
                         f"{path}:{first_line + int(m['line']) - 1}: {m['reason']}"
                         for m in answer.get("malformed") or []
                     )
-                    first_line += chunk.count(b"\n")
-                    progress.advance(task, len(chunk))
+                    progress.advance(task, size)
+                progress.update(task, completed=path.stat().st_size)
+                if kind == "hubble":
+                    skipped += sum(1 for line in malformed if line.startswith("skipped "))
     except ServerError as exc:
         fail(str(exc), code=1)
-    for line in malformed:
+    problems = [line for line in malformed if not line.startswith("skipped ")]
+    for line in problems:
         console.print(line, markup=False)
-    console.print(f"{imported} record(s) imported, {len(malformed)} malformed line(s)")
+    console.print(f"{imported} record(s) imported, {len(problems)} malformed line(s)")
+    if skipped:
+        console.print(f"{skipped} line(s) held no flow (Hubble agent or debug events)")
     if duplicates:
         console.print(f"{duplicates} chunk(s) were imported before and were not stored again")
+
+
+def _detect(path: Path) -> str:
+    from palisade.flows._import import detect_format
+
+    with path.open("rb") as handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            try:
+                found = detect_format(json.loads(line))
+            except ValueError:
+                continue
+            if found is not None:
+                return found
+    return "calico"
+
+
+def _raw_chunks(path: Path) -> Any:
+    """Calico NDJSON as it is (the server validates it): (bytes, first line, size read)."""
+    first_line = 1
+    for chunk in _chunks(path):
+        yield chunk, first_line, len(chunk)
+        first_line += chunk.count(b"\n")
+
+
+def _converted_chunks(path: Path, problems: list[str]) -> Any:
+    """Another format read here and sent as Calico NDJSON; malformed and skipped lines go to
+    ``problems`` with their line numbers."""
+    from palisade.flows import Malformed, Skipped, iter_flows
+    from palisade.server._client import encode_records
+
+    batch: list[Any] = []
+    for item in iter_flows(path, "hubble"):
+        if isinstance(item, Malformed):
+            problems.append(f"{path}:{item.line}: {item.reason}")
+        elif isinstance(item, Skipped):
+            problems.append(f"skipped {path}:{item.line}: {item.reason}")
+        else:
+            batch.append(item)
+            if len(batch) == IMPORT_CHUNK_LINES:
+                yield encode_records(batch), 1, 0
+                batch = []
+    if batch:
+        yield encode_records(batch), 1, 0
 
 
 def _chunks(path: Path) -> Any:
@@ -208,3 +276,57 @@ def _chunks(path: Path) -> Any:
                 lines = []
         if lines:
             yield b"".join(lines)
+
+
+@flows_app.command()
+def top(
+    by: Annotated[str, typer.Option("--by", help="workload or namespace")] = "workload",
+    since: Annotated[str | None, typer.Option("--since", help="e.g. 15m, 1h, 7d")] = None,
+    limit: Annotated[int, typer.Option("--limit")] = 10,
+    format: Annotated[FlowFormat, typer.Option("--format")] = FlowFormat.table,
+    server_url: ServerOption = None,
+) -> None:
+    """Top talkers: the pairs that moved the most bytes."""
+    if by not in ("workload", "namespace"):
+        fail(f"--by {by!r}: workload or namespace")
+    _table_or_json(
+        "/flows/top", {"by": by, "window": since, "limit": limit}, format, server_url, "top talkers"
+    )
+
+
+@flows_app.command()
+def denied(
+    since: Annotated[str | None, typer.Option("--since", help="e.g. 15m, 1h, 7d")] = None,
+    limit: Annotated[int, typer.Option("--limit")] = 50,
+    format: Annotated[FlowFormat, typer.Option("--format")] = FlowFormat.table,
+    server_url: ServerOption = None,
+) -> None:
+    """Denied flows, with the policy hit that denied them."""
+    _table_or_json(
+        "/flows/denied", {"window": since, "limit": limit}, format, server_url, "denied flows"
+    )
+
+
+def _table_or_json(
+    path: str, params: dict[str, Any], format: FlowFormat, server_url: str | None, title: str
+) -> None:
+    if params.get("window") is not None:
+        try:
+            parse_duration(str(params["window"]))
+        except ValueError as exc:
+            fail(f"--since: {exc}")
+    try:
+        with _client(server_url) as client:
+            rows = client.get(path, **params)
+    except ServerError as exc:
+        fail(str(exc), code=1)
+    if format is FlowFormat.json:
+        print(json.dumps(rows))
+        return
+    table = Table(title=f"{title}: {len(rows)}", title_justify="left")
+    columns = list(rows[0]) if rows else []
+    for column in columns:
+        table.add_column(column.upper())
+    for row in rows:
+        table.add_row(*(str(row.get(column, "")) for column in columns))
+    console.print(table)

@@ -597,7 +597,9 @@ def up(
     flows = flows or FlowSettings()
     if server:
         state.server = _start_server(builder)
-        flows = FlowSettings(flows.interval, flows.allowed_level, flows.denied_level, state.server)
+        flows = FlowSettings(
+            flows.interval, flows.allowed_level, flows.denied_level, state.server, flows.enabled
+        )
         builder.save()
 
     underlay = f"{prefix}ul"
@@ -694,6 +696,7 @@ class FlowSettings:
     allowed_level: int = 2
     denied_level: int = 1
     server: str | None = None
+    enabled: bool = True
 
 
 def _palisade_command() -> list[str]:
@@ -762,7 +765,9 @@ def _start_agent(builder: _Builder, node: str, flows: FlowSettings) -> None:
         *("--flow-interval", str(flows.interval)),
         *("--flow-levels", f"{flows.allowed_level},{flows.denied_level}"),
     ]
-    if flows.server:
+    if not flows.enabled:
+        flow_args = []
+    elif flows.server:
         flow_args += [
             "--flow-server",
             flows.server,

@@ -119,6 +119,11 @@ def test_console_draws_expands_and_lists_an_edges_flows(server_process: ServerPr
             assert page.eval_on_selector_all("#details-body tbody tr", "rows => rows.length") == 2
             assert "knp:data/default-deny" in details and "deny" in details
             assert "knp:data/stores" in details
+
+            # what if the staged policies were enforced? (none are staged here: nothing changes)
+            page.click("#whatif")
+            page.wait_for_selector("#details-body table.whatif")
+            assert "0 flow(s) would be denied" in page.inner_text("#details-title")
             assert errors == []
         finally:
             browser.close()

@@ -289,6 +289,34 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
             )
         return [record.to_json() for record in records]
 
+    @app.post(f"{API}/whatif")
+    async def whatif_endpoint(
+        request: Request,
+        since: float | None = None,
+        until: float | None = None,
+        window: str | None = None,
+        staged: bool = True,
+        limit: int = 2_000_000,
+    ) -> dict[str, Any]:
+        """Replay the stored flows of a window through the datastore's policies with the
+        staged ones enforced (``staged``), and/or through proposed policies in the body (YAML
+        or JSON documents, validated like ``apply``); which flows would change verdict."""
+        from palisade.whatif import whatif
+
+        body = (await request.body()).decode("utf-8", errors="replace")
+        proposed: list[dict[str, Any]] = []
+        if body.strip():
+            result = load_text(body, "request.yaml")
+            if result.problems:
+                raise HTTPException(422, [str(p) for p in result.problems])
+            proposed = [resource.to_document() for resource in result.resources]
+        current = state()
+        documents = [item.value for item in current.store.list()]
+        with current.lock:
+            records = current.flows.query(since=_since(since, window), until=until, limit=limit)
+        report = whatif(records, documents, proposed, staged=staged)
+        return report.to_json()
+
     # -- the console ---------------------------------------------------------------------------
 
     @app.get("/", include_in_schema=False)

@@ -112,6 +112,33 @@ async function showWorkload(node) {
   $("details-body").replaceChildren(flowTable(records));
 }
 
+async function showWhatIf() {
+  const response = await fetch(`/api/v1/whatif?${query({ staged: "true" })}`, { method: "POST" });
+  if (!response.ok) throw new Error(`whatif: ${response.status} ${await response.text()}`);
+  const report = await response.json();
+  $("details-title").textContent =
+    `What if the staged policies were enforced: ${report.allow_to_deny.flows} flow(s) would be ` +
+    `denied, ${report.deny_to_allow.flows} allowed, ${report.unchanged.flows} unchanged`;
+  const table = document.createElement("table");
+  table.className = "flows whatif";
+  table.createTHead().insertRow().append(...["change", "from", "to", "ports", "flows"].map((h) => {
+    const cell = document.createElement("th");
+    cell.textContent = h;
+    return cell;
+  }));
+  const body = table.createTBody();
+  for (const pair of report.by_workload_pair || []) {
+    const row = body.insertRow();
+    [pair.change, pair.source, pair.destination, (pair.ports || []).join(" "), pair.flows]
+      .forEach((value, index) => {
+        const cell = row.insertCell();
+        cell.textContent = String(value);
+        if (index === 0 && String(value).endsWith("deny")) cell.className = "deny";
+      });
+  }
+  $("details-body").replaceChildren(table);
+}
+
 function start() {
   state.cy = cytoscape({
     container: $("graph"),
@@ -137,6 +164,7 @@ function start() {
   });
   state.cy.on("tap", "edge", (event) => showEdge(event.target).catch(report));
   $("refresh").addEventListener("click", () => draw().catch(report));
+  $("whatif").addEventListener("click", () => showWhatIf().catch(report));
   $("window").addEventListener("change", () => draw().catch(report));
   window.palisade = { state, draw, showEdge };
   draw().catch(report);

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import secrets
+import signal
 import statistics
 import sys
 import time
@@ -107,6 +108,27 @@ def namespace(prefix: str, suffix: str) -> Iterator[str]:
         yield name
     finally:
         delete_netns(name)
+        _settle()
+
+
+def _busy_share(seconds: float) -> float:
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            ticks = [int(field) for field in stat.readline().split()[1:]]
+        return sum(ticks) - ticks[3] - ticks[4], sum(ticks)  # not idle, not iowait
+
+    busy, total = sample()
+    time.sleep(seconds)
+    busy_after, total_after = sample()
+    return (busy_after - busy) / max(1, total_after - total)
+
+
+def _settle(limit: float = 30.0) -> None:
+    """Wait (up to ``limit`` s) until the machine is idle: the kernel tears down a namespace
+    with a large table in the background, for seconds, which would slow the next figure."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and _busy_share(0.5) > 0.1:
+        pass
 
 
 def _changed(policy: PolicyIntent) -> PolicyIntent:
@@ -183,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--changes", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the namespaces made so far are deleted on the way out.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if not libnftables_available():
         print("libnftables.so.1 cannot be loaded: nothing to compare", file=sys.stderr)
         return 1

@@ -53,9 +53,11 @@ Desired versus actual: after a successful apply the driver knows the actual tabl
 so established connections keep flowing through the fast path) and repairs only what differs;
 :meth:`~NftablesDataplane.resync` re-reads the table and repairs drift, and a batch that fails
 against the remembered table is retried once from a fresh read. A changed chain is flushed and
-refilled inside the transaction (its counters restart); sets and dispatch maps change element
-by element. Each intent is rendered once and its chains reused while it is unchanged, so one
-policy change costs a few milliseconds of Python however large the node is.
+refilled inside the transaction (its counters restart); a set or dispatch map that only gains
+elements gets just those, one that loses any is flushed and refilled inside the transaction
+(never an element command, which makes nft list every interval set first). Each intent is
+rendered once and its chains reused while it is unchanged, so one change costs a millisecond
+or two of Python however large the node is.
 :meth:`~NftablesDataplane.read_counters` returns every rule's counters with its comment.
 
 Limits, for now: only the ``forward`` hook is programmed, so traffic between a workload and

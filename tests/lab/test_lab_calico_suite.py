@@ -15,16 +15,13 @@ together must use every feature listed, so the comparison cannot pass by leaving
 from __future__ import annotations
 
 import json
-import os
 import random
-import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from palisade import lab
 from palisade.cli._common import parse_port_spec
@@ -33,6 +30,7 @@ from palisade.datastore import open_store
 from palisade.policy import Cluster, PolicyEngine, reachability_matrix
 from palisade.policy.synthetic import generate_cluster
 from palisade.resources import apply_documents, store_key
+from tests.lab.shared import module_lab, off_diagonal
 
 NODES = 3
 SUITES = 6
@@ -69,22 +67,12 @@ def _cluster() -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def calico_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab.LabState]:
-    if os.geteuid() != 0:
-        pytest.fail("the lab needs root (network namespaces, nftables); CI runs as root")
-    directory = tmp_path_factory.mktemp("calico-lab")
-    topology = [d for d in _cluster() if d["kind"] not in POLICY_KINDS]
-    (directory / "cluster.yaml").write_text(yaml.safe_dump_all(topology, sort_keys=False))
-    state_dir = directory / "state"
-    try:
-        yield lab.up(
-            [directory / "cluster.yaml"],
-            state_dir=state_dir,
-            lab_id=f"g{secrets.token_hex(3)}",
-            nodes=NODES,
-            timeout=60,
-        )
-    finally:
-        lab.down(state_dir)
+    yield from module_lab(
+        tmp_path_factory,
+        "calico-lab",
+        [d for d in _cluster() if d["kind"] not in POLICY_KINDS],
+        NODES,
+    )
 
 
 def _suites() -> list[list[dict[str, Any]]]:
@@ -100,10 +88,6 @@ def _probes(state: lab.LabState) -> list[str]:
         f"{p['name']}/{p['protocol']}" for r in state.pods.values() for p in r.ports if p["name"]
     }
     return sorted(specs) + sorted(names)[:3] + ["7777/TCP"]
-
-
-def _off_diagonal(allowed: dict[str, dict[str, bool]]) -> dict[tuple[str, str], bool]:
-    return {(s, d): v for s, row in allowed.items() for d, v in row.items() if s != d}
 
 
 def test_the_suites_cover_every_feature() -> None:
@@ -137,12 +121,12 @@ def test_generated_suite_kernel_equals_engine(calico_lab: lab.LabState, index: i
     mismatches: list[str] = []
     allowed_somewhere = denied_somewhere = False
     for spec, expected_probe in zip(specs, computed["probes"], strict=True):
-        expected = _off_diagonal(expected_probe["allowed"])
+        expected = off_diagonal(expected_probe["allowed"])
         allowed_somewhere |= any(expected.values())
         denied_somewhere |= not all(expected.values())
         deadline = time.monotonic() + RETRY
         while True:
-            observed = _off_diagonal(lab.probe([spec], state_dir)["probes"][0]["allowed"])
+            observed = off_diagonal(lab.probe([spec], state_dir)["probes"][0]["allowed"])
             wrong = sorted(k for k, v in expected.items() if observed.get(k) != v)
             if not wrong or time.monotonic() > deadline:
                 break

@@ -17,21 +17,19 @@ probes are not made: this kernel has no SCTP (the engine-level conformance test 
 
 from __future__ import annotations
 
-import os
-import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from palisade import lab
 from palisade.cli._policy import matrix_json
 from palisade.datastore import open_store
 from palisade.policy import Cluster, PolicyEngine, Probe, protocol_number, reachability_matrix
 from palisade.resources import KUBERNETES_NETWORK_POLICY_KIND, apply_documents, store_key
+from tests.lab.shared import module_lab, off_diagonal
 from tests.shared_data import conformance_cases, conformance_step_documents, load_case
 
 NODES = 3
@@ -83,25 +81,7 @@ def _manifests() -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def conformance_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab.LabState]:
-    if os.geteuid() != 0:
-        pytest.fail("the lab needs root (network namespaces, nftables); CI runs as root")
-    directory = tmp_path_factory.mktemp("conformance-lab")
-    (directory / "manifests.yaml").write_text(yaml.safe_dump_all(_manifests(), sort_keys=False))
-    state_dir = directory / "state"
-    try:
-        yield lab.up(
-            [directory / "manifests.yaml"],
-            state_dir=state_dir,
-            lab_id=f"c{secrets.token_hex(3)}",
-            nodes=NODES,
-            timeout=60,
-        )
-    finally:
-        lab.down(state_dir)
-
-
-def _off_diagonal(allowed: dict[str, dict[str, bool]]) -> dict[tuple[str, str], bool]:
-    return {(s, d): v for s, row in allowed.items() for d, v in row.items() if s != d}
+    yield from module_lab(tmp_path_factory, "conformance-lab", _manifests(), NODES)
 
 
 def _apply_step(state: lab.LabState, documents: list[dict[str, Any]]) -> None:
@@ -141,19 +121,19 @@ def test_lab_matrix_equals_expected_and_engine(conformance_lab: lab.LabState, pa
             if probe["protocol"] not in LAB_PROTOCOLS:
                 continue
             spec = f"{probe['port']}/{probe['protocol']}"
-            expected = _off_diagonal(probe["expected"])
+            expected = off_diagonal(probe["expected"])
             engine_matrix = matrix_json(
                 reachability_matrix(
                     engine, [Probe(probe["port"], protocol_number(probe["protocol"]))]
                 ),
                 [spec],
             )
-            assert _off_diagonal(engine_matrix["probes"][0]["allowed"]) == expected, (
+            assert off_diagonal(engine_matrix["probes"][0]["allowed"]) == expected, (
                 f"step {step['index']} {spec}: the engine differs from the expectation"
             )
             deadline = time.monotonic() + RETRY
             while True:
-                observed = _off_diagonal(lab.probe([spec], state_dir)["probes"][0]["allowed"])
+                observed = off_diagonal(lab.probe([spec], state_dir)["probes"][0]["allowed"])
                 wrong = sorted(k for k, v in expected.items() if observed.get(k) != v)
                 if not wrong or time.monotonic() > deadline:
                     break

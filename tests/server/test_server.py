@@ -286,3 +286,52 @@ def test_whatif_replays_stored_flows_through_staged_and_proposed_policies(
     assert unchanged["allow_to_deny"]["flows"] == 0
     bad = client.post("/api/v1/whatif", content="kind: NetworkPolicy\n")
     assert bad.status_code == 422
+
+
+def test_recommend_and_whatif_take_flows_and_cluster_from_the_server(
+    server_process: ServerProcess,
+) -> None:
+    import dataclasses
+    import time
+
+    server_process.start()
+    cluster = [
+        NAMESPACE,
+        _pod_document("web-0", "10.244.0.2", "web"),
+        _pod_document("api-0", "10.244.0.9", "api"),
+    ]
+    applied = httpx.post(
+        f"{server_process.url}/api/v1/apply", content=yaml.safe_dump_all([*cluster, STAGED_DENY])
+    )
+    assert applied.status_code == 200, applied.text
+    now = int(time.time())
+    recent = [
+        dataclasses.replace(record(i), start_time=now - 20, end_time=now - 5) for i in range(4)
+    ]
+    httpx.post(f"{server_process.url}/api/v1/flows/ingest", content=encode_records(recent))
+    environment = {**os.environ, "PALISADE_SERVER": server_process.url}
+
+    predicted = subprocess.run(
+        [str(PALISADE), "whatif", "--staged", "--since", "1h", "--format", "json"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=60,
+        check=False,
+    )
+    assert predicted.returncode == 1, predicted.stderr  # an allowed flow would be denied
+    report = json.loads(predicted.stdout)
+    assert report["allow_to_deny"]["flows"] >= 1
+
+    recommended = subprocess.run(
+        [str(PALISADE), "recommend", "--since", "1h", "--namespace", "shop"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=60,
+        check=False,
+    )
+    assert recommended.returncode == 0, recommended.stderr
+    documents = [d for d in yaml.safe_load_all(recommended.stdout) if d]
+    assert documents and all(d["kind"].startswith("Staged") for d in documents)
+    assert "app == 'web'" in recommended.stdout or 'app == "web"' in recommended.stdout

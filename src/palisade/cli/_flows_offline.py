@@ -9,7 +9,7 @@ The commands read records through :func:`read_flow_files`, an iterator of
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -81,9 +81,65 @@ class ReportFormat(StrEnum):
 
 
 FlowsOption = Annotated[
-    list[Path],
-    typer.Option("--flows", help="Calico flow-log NDJSON file, one record a line (repeatable)."),
+    list[Path] | None,
+    typer.Option(
+        "--flows",
+        help="Calico flow-log NDJSON file, one record a line (repeatable); or use --since.",
+    ),
 ]
+SinceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--since",
+        help="Take the flows of this window (e.g. 1h) from the server's flow store instead.",
+    ),
+]
+ServerOption = Annotated[
+    str | None,
+    typer.Option("--server", help="Server URL for --since (default: $PALISADE_SERVER)."),
+]
+
+
+def _flow_source(
+    flows: list[Path] | None,
+    since: str | None,
+    server: str | None,
+    problems: FlowFileProblems,
+    flows_format: FlowFormat,
+) -> Iterable[FlowRecord]:
+    """Records from ``--flows`` files, or from the server's flow store for ``--since``."""
+    if flows and since:
+        fail("give --flows files or --since, not both")
+    if not since:
+        _check_files(flows or [], "--flows (or --since)")
+        return read_flow_files(flows or [], problems, flows_format)
+    from palisade.server import ServerClient, ServerError, parse_duration
+
+    try:
+        parse_duration(since)
+        with ServerClient(server) as client:
+            rows = client.flows(window=since, limit=SERVER_FLOW_LIMIT)
+    except ValueError as exc:
+        fail(f"--since: {exc}")
+    except ServerError as exc:
+        fail(str(exc), code=1)
+    return [FlowRecord.from_json(row) for row in rows]
+
+
+def _cluster_documents(paths: list[Path] | None, server: str | None, option: str) -> list[Any]:
+    """Cluster documents from files, or (no files given) the server's datastore."""
+    if paths:
+        return load_documents(paths)
+    from palisade.server import ServerClient, ServerError
+
+    try:
+        with ServerClient(server) as client:
+            return list(client.get("/resources")["items"])
+    except ServerError as exc:
+        fail(f"no {option} given and the server's resources are out of reach: {exc}", code=1)
+
+
+SERVER_FLOW_LIMIT = 5_000_000
 
 
 class FlowFileFormat(StrEnum):
@@ -99,11 +155,16 @@ FlowFormatOption = Annotated[
 
 
 def recommend_command(
-    flows: FlowsOption,
+    flows: FlowsOption = None,
     filename: Annotated[
-        list[Path],
-        typer.Option("-f", "--filename", help="Cluster manifests: file or directory (repeatable)."),
-    ],
+        list[Path] | None,
+        typer.Option(
+            "-f",
+            "--filename",
+            help="Cluster manifests: file or directory (repeatable); default with --since: "
+            "the server's resources.",
+        ),
+    ] = None,
     namespace: Annotated[
         list[str] | None,
         typer.Option(
@@ -130,13 +191,15 @@ def recommend_command(
         Path | None, typer.Option("-o", "--output", help="Write the YAML here, not stdout.")
     ] = None,
     flows_format: FlowFormatOption = FlowFileFormat.calico,
+    since: SinceOption = None,
+    server: ServerOption = None,
 ) -> None:
     """Least-privilege policies from recorded flows (staged unless --enforced)."""
-    _check_files(flows, "--flows")
     if not 0 <= external_prefix <= 32:
         fail("--external-prefix must be 0-32")
-    documents = load_documents(filename)
     problems = FlowFileProblems()
+    records = _flow_source(flows, since, server, problems, flows_format.value)
+    documents = _cluster_documents(filename, server, "-f")
     options = RecommendOptions(
         tier=tier,
         kind="kubernetes" if kind is PolicyKindOption.kubernetes else "calico",
@@ -145,11 +208,7 @@ def recommend_command(
         namespaces=tuple(namespace or ()),
         external_prefix=external_prefix,
     )
-    result = recommend(
-        read_flow_files(flows, problems, flows_format.value),
-        documents,
-        options,
-    )
+    result = recommend(records, documents, options)
     problems.report()
     if result.records == 0:
         fail("no flow records in the input")
@@ -246,11 +305,15 @@ def _policies_table(report: WhatIfReport, limit: int) -> Table:
 
 
 def whatif_command(
-    flows: FlowsOption,
+    flows: FlowsOption = None,
     cluster: Annotated[
-        list[Path],
-        typer.Option("--cluster", help="Cluster manifests: file or directory (repeatable)."),
-    ],
+        list[Path] | None,
+        typer.Option(
+            "--cluster",
+            help="Cluster manifests: file or directory (repeatable); default with --since: "
+            "the server's resources.",
+        ),
+    ] = None,
     filename: Annotated[
         list[Path] | None,
         typer.Option(
@@ -277,18 +340,20 @@ def whatif_command(
             "first; the rest are counted as not traced.",
         ),
     ] = DEFAULT_TRACE_LIMIT,
+    since: SinceOption = None,
+    server: ServerOption = None,
 ) -> None:
     """Which recorded flows would change verdict under proposed or staged policies.
 
     Exits 1 when some allowed flow would be denied, 0 otherwise."""
-    _check_files(flows, "--flows")
     if not filename and not staged:
         fail("nothing to compare: give proposed policies with -f, or --staged")
-    documents = load_documents(cluster)
-    proposed: list[dict[str, Any]] = load_documents(filename) if filename else []
     problems = FlowFileProblems()
+    records = _flow_source(flows, since, server, problems, flows_format.value)
+    documents = _cluster_documents(cluster, server, "--cluster")
+    proposed: list[dict[str, Any]] = load_documents(filename) if filename else []
     report = whatif(
-        read_flow_files(flows, problems, flows_format.value),
+        records,
         documents,
         proposed,
         staged=staged,

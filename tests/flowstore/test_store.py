@@ -81,6 +81,25 @@ def test_ndjson_ingest_matches_record_ingest() -> None:
         assert by_records.query() == by_ndjson.query()
 
 
+def test_clean_files_take_the_direct_path_and_bad_ones_are_staged() -> None:
+    with FlowStore() as store:
+        staged: list[Path] = []
+        stage = store._stage_with_duckdb
+
+        def spy(path: Path, *, tolerant: bool) -> None:
+            staged.append(path)
+            stage(path, tolerant=tolerant)
+
+        store._stage_with_duckdb = spy  # type: ignore[method-assign]
+        assert store.ingest_ndjson(ndjson(record(), record())).added == 2
+        assert staged == []
+        result = store.ingest_ndjson(ndjson(record()) + b"garbage\n" + ndjson(record()))
+        assert (result.added, result.malformed) == (2, [(2, "not valid JSON")])
+        assert len(staged) >= 1
+        assert store.count() == 4
+        assert store.graph()["edges"][0]["flows"] == 4  # the rollup took both paths' rows
+
+
 def test_ndjson_defaults_for_missing_optional_fields() -> None:
     line = b'{"start_time":10,"end_time":25,"action":"deny","reporter":"src","proto":"udp"}\n'
     with FlowStore() as store:
@@ -158,7 +177,9 @@ def test_batch_ids_are_idempotent_across_reopen(tmp_path: Path) -> None:
 
 def test_a_failed_batch_is_not_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
     with FlowStore() as store:
-        store._insert_select = "INSERT INTO flows SELECT * FROM no_such_table"  # type: ignore[misc]
+        failing = "INSERT INTO flows SELECT * FROM no_such_table"
+        store._insert_direct = failing + " WHERE ? IS NULL"  # type: ignore[misc]
+        store._insert_select = failing  # type: ignore[misc]
         with pytest.raises(Exception, match="no_such_table"):
             store.ingest_ndjson(ndjson(record()), batch_id="b")
         assert not store.batch_ingested("b")

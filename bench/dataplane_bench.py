@@ -51,8 +51,10 @@ machine is looked at or touched. No figure is asserted; the timings are printed.
     command, ``iperf-remote`` on node-1 (its traffic crosses the VXLAN overlay) and
     ``iperf-local`` on node-0 (same node, through the node namespace's forward hook). The
     client runs in the client pod through ``lab.exec_command``: ``iperf3 -c IP -t T -J``,
-    median receiver throughput of ``--iperf-runs`` runs. First with no policy (the
-    namespace's allow-all profile), then — same lab, same run — after adding 300 Calico
+    median receiver throughput of ``--iperf-runs`` runs. With no policy (the namespace's
+    allow-all profile), and — same lab, same run, in alternating rounds (no policy, policies,
+    no policy, …: the policies are added and deleted again, so the load other processes put
+    on the machine meanwhile falls on both conditions alike) — with 300 Calico
     NetworkPolicies selecting the pods, each with an ingress and an egress rule that never
     matches (``Deny TCP dport 10000+i``), and a last policy (order 1000) that allows
     everything: a new connection walks all 300 policies on both sides before the allow,
@@ -106,7 +108,7 @@ from palisade.dataplane.linux._libnft import available as libnftables_available
 from palisade.dataplane.linux._nft_render import FAMILY, TABLE, policy_chain_name
 from palisade.datastore import open_store
 from palisade.policy.synthetic import generate_cluster
-from palisade.resources import apply_documents
+from palisade.resources import apply_documents, store_key
 
 IPERF_PORT = 5201
 NOOP_PORT_BASE = 10000
@@ -705,37 +707,43 @@ def bench_throughput(
     assert server_ip is not None
     clients = {"cross-node (VXLAN)": "default/iperf-remote", "same node": "default/iperf-local"}
     _wait_server(state_dir, clients["cross-node (VXLAN)"], server_ip)
-    results: dict[tuple[str, bool], float] = {}
-    for with_policies in (False, True):
-        if with_policies:
-            _progress(f"(c) adding {args.iperf_policies} no-match policies and one allow")
-            with open_store(state.datastore) as store:
-                apply_documents(store, _noop_policies(args.iperf_policies))
-            started = time.perf_counter()
-            lab.wait_programmed(state, timeout=300)
-            report.add(
-                f"(c) {args.iperf_policies + 1} policies programmed on both nodes in",
-                f"{time.perf_counter() - started:.2f} s",
-                "one store write → lab.wait_programmed",
-            )
-        for label, client in clients.items():
-            runs = [
-                _iperf(state_dir, client, server_ip, args.iperf_seconds)
-                for _ in range(args.iperf_runs)
-            ]
-            results[(label, with_policies)] = statistics.median(runs)
-            _progress(
-                f"(c) {label}, {'with' if with_policies else 'no'} policies: "
-                + ", ".join(f"{r:.2f}" for r in runs)
-                + " Gbit/s"
-            )
+    policies = _noop_policies(args.iperf_policies)
+    samples: dict[tuple[str, bool], list[float]] = {}
+    programming: list[float] = []
+    # Rounds alternate no policy / policies (ABAB…), so that the machine's drifting load
+    # falls on both conditions alike; the policies are added and deleted between rounds.
+    for round_ in range(args.iperf_runs):
+        for with_policies in (False, True):
+            if with_policies or round_ > 0:
+                with open_store(state.datastore) as store:
+                    if with_policies:
+                        apply_documents(store, policies)
+                    else:
+                        apply_documents(store, [], deletes=[store_key(p) for p in policies])
+                started = time.perf_counter()
+                lab.wait_programmed(state, timeout=300)
+                if with_policies:
+                    programming.append(time.perf_counter() - started)
+            for label, client in clients.items():
+                value = _iperf(state_dir, client, server_ip, args.iperf_seconds)
+                samples.setdefault((label, with_policies), []).append(value)
+                _progress(
+                    f"(c) round {round_ + 1}, {label}, "
+                    f"{'with' if with_policies else 'no'} policies: {value:.2f} Gbit/s"
+                )
+    report.add(
+        f"(c) {len(policies)} policies programmed on both nodes in",
+        f"{statistics.median(programming):.2f} s",
+        "one store write → lab.wait_programmed, median",
+    )
+    results = {key: statistics.median(values) for key, values in samples.items()}
     reached = _allow_hits(state.nodes["node-0"])
     for label in clients:
         without, with_ = results[(label, False)], results[(label, True)]
         report.add(
             f"(c) iperf3 {label}: no policy / {args.iperf_policies} policies",
             f"{without:.2f} / {with_:.2f} Gbit/s",
-            f"median of {args.iperf_runs} × {args.iperf_seconds:g} s",
+            f"median of {args.iperf_runs} × {args.iperf_seconds:g} s, rounds alternating",
         )
         report.add(
             f"(c) throughput ratio {label}",

@@ -5,10 +5,11 @@
     sudo .venv/bin/python bench/dataplane_bench.py --quick         # small smoke run (~30 s)
 
 Needs root. Everything it makes is its own and is removed at the end, also after a failure or
-Ctrl-C (SIGTERM too): network namespaces ``pal-b<hex>…`` (``a``/``b``), labs with ids
+Ctrl-C (SIGTERM too): the network namespace ``pal-b<hex>a`` of (a) and (b) and the agent
+process it starts there, with ``--datastore etcd`` the etcd it starts, and labs with ids
 ``b<hex>`` whose state directories live in a temporary directory (taken down with
-``lab.down`` on exactly those directories), the agent process it starts. Nothing else on the
-machine is looked at or touched. No figure is asserted; the timings are printed.
+``lab.down`` on exactly those directories). Nothing else on the machine is touched. No
+figure is asserted; the timings are printed.
 
 (a) **Initial programming.** The datastore (SQLite, as the lab's) holds the cluster of
     ``bench/nft_bench.py`` — ``generate_cluster(namespaces=10, pods=1000, policies=500,

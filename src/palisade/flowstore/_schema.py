@@ -108,26 +108,35 @@ def json_structure() -> str:
     return "{" + ",".join(members) + "}"
 
 
-def staged_value(name: str) -> str:
-    """The SQL expression that reads column ``name`` from the staged struct ``r``."""
+def staged_value(name: str, row: str = "r") -> str:
+    """The SQL expression that reads column ``name`` from a parsed document: the struct
+    ``row`` (the staged path), or the reader's own columns when ``row`` is empty."""
     default = dict((n, d) for n, _, d in COLUMNS)[name]
+    prefix = f"{row}." if row else ""
     if name in ("source_labels", "dest_labels"):
-        expression = f"r.{name}.labels"
+        expression = f"{prefix}{name}.labels"
     elif name in ("enforced_policies", "pending_policies"):
-        expression = f"r.policies.{name}"
+        expression = f"{prefix}policies.{name}"
     else:
-        expression = f"r.{name}"
+        expression = f"{prefix}{name}"
     return f"coalesce({expression}, {default})" if default is not None else expression
 
 
+def valid_row(row: str = "r") -> str:
+    """Whether a parsed document's required fields are present and valid (see
+    :func:`staged_value` for ``row``)."""
+    p = f"{row}." if row else ""
+    return (
+        f"coalesce({p}start_time IS NOT NULL AND {p}end_time IS NOT NULL"
+        f" AND {p}action IN ('allow', 'deny') AND {p}reporter IN ('src', 'dst', 'fwd')"
+        f" AND {p}proto IS NOT NULL AND {p}proto <> ''"
+        f" AND coalesce({p}source_type, 'net') IN ('wep', 'hep', 'ns', 'net')"
+        f" AND coalesce({p}dest_type, 'net') IN ('wep', 'hep', 'ns', 'net'), false)"
+    )
+
+
 #: Rows whose required fields are present and valid (``r`` is the staged struct).
-VALID_ROW: Final = (
-    "coalesce(r.start_time IS NOT NULL AND r.end_time IS NOT NULL"
-    " AND r.action IN ('allow', 'deny') AND r.reporter IN ('src', 'dst', 'fwd')"
-    " AND r.proto IS NOT NULL AND r.proto <> ''"
-    " AND coalesce(r.source_type, 'net') IN ('wep', 'hep', 'ns', 'net')"
-    " AND coalesce(r.dest_type, 'net') IN ('wep', 'hep', 'ns', 'net'), false)"
-)
+VALID_ROW: Final = valid_row("r")
 
 #: Why a staged row is malformed (``bad_line`` is its text, ``r`` its parsed struct).
 MALFORMED_REASON: Final = """CASE

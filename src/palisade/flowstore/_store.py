@@ -34,6 +34,7 @@ from ._schema import (
     VALID_ROW,
     json_structure,
     staged_value,
+    valid_row,
 )
 
 
@@ -100,15 +101,15 @@ class FlowStore:
         self._rollup_select = _rollup_insert(
             f"(SELECT {staged_columns} FROM staging WHERE NOT bad)", "true"
         )
-        # ``SELECT j FROM read_json(...) j`` gives each row as one struct, the shape the
-        # staged path's expressions read (``r.field``).
+        # The reader's columns are read directly (wrapping each row in a struct to share the
+        # staged path's expressions cost a fifth of the time).
         self._insert_direct = (
             f"INSERT INTO flows ({', '.join(COLUMN_NAMES)}) SELECT "
-            + ", ".join(staged_value(name) for name in COLUMN_NAMES)
-            + f" FROM (SELECT CASE WHEN {VALID_ROW} THEN r"
-            " ELSE error('a line is not a valid flow-log record') END AS r"
-            " FROM (SELECT j AS r FROM read_json(?, format='newline_delimited',"
-            f" columns={_read_json_columns(self._structure)}) j))"
+            + ", ".join(staged_value(name, row="") for name in COLUMN_NAMES)
+            + " FROM read_json(?, format='newline_delimited',"
+            f" columns={_read_json_columns(self._structure)})"
+            f" WHERE CASE WHEN {valid_row(row='')} THEN true"
+            " ELSE error('a line is not a valid flow-log record') END"
         )
         self._rollup_direct = _rollup_insert("flows", "rowid > ?")
         with self._lock:

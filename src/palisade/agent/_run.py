@@ -138,7 +138,9 @@ class NodeDataplane:
 
     def apply(self) -> int:
         changed = self.filter.apply()
-        return changed + self.routes.apply().changes
+        if self.routes.dirty:  # a policy change need not open a netlink socket for routes
+            changed += self.routes.apply().changes
+        return changed
 
     def resync(self) -> int:
         # The route manager compares with the kernel on every apply, so applying is its resync.

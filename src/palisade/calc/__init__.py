@@ -55,7 +55,9 @@ port, Service addresses, Service ports) — at most 30 characters, legal nftable
 pod's host interface is :func:`workload_interface_name`.
 """
 
-from ._documents import CompiledEndpoint, workload_interface_name
+from palisade.naming import workload_interface_name
+
+from ._documents import CompiledEndpoint
 from ._graph import KUBERNETES_NETWORK_POLICY_KIND, CalcGraph, GraphStats, build_graph
 from ._intents import (
     DataplaneCallbacks,

@@ -9,12 +9,12 @@ scoping, Kubernetes translation) stays the engine's own.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from palisade.datastore import ResourceKey
+from palisade.naming import workload_interface_name
 from palisade.policy import BUILTIN_TIERS, POLICY_KINDS, Cluster
 from palisade.policy._types import (
     CompiledPolicy,
@@ -53,15 +53,6 @@ def profile_key(name: str) -> ResourceKey:
 
 def service_account_key(namespace: str, name: str) -> ResourceKey:
     return ResourceKey("ServiceAccount", namespace, name)
-
-
-def workload_interface_name(namespace: str, name: str) -> str:
-    """The host-side interface of a pod: ``pal`` + 11 hex digits (Linux allows 15 characters).
-
-    The CNI plugin must name the veth it creates with this function.
-    """
-    digest = hashlib.sha256(f"{namespace}.{name}".encode()).hexdigest()
-    return "pal" + digest[:11]
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,6 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
-from palisade.calc import workload_interface_name
 from palisade.dataplane.ipam import (
     HandleInUse,
     IpamError,
@@ -40,6 +39,7 @@ from palisade.dataplane.linux import (
     netns_exists,
 )
 from palisade.datastore import DatastoreError, DatastoreUnavailable, Store, open_store
+from palisade.naming import workload_interface_name
 
 from ._endpoint import endpoint_container, endpoint_ips, record_endpoint, remove_endpoint
 from ._protocol import (

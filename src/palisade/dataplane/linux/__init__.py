@@ -28,6 +28,8 @@ driver above it compares desired and actual state using :meth:`Netlink.links`,
 :meth:`Netlink.routes` and friends.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from palisade.dataplane.linux._model import (
     PREFIX,
     RTPROT_PALISADE,
@@ -52,8 +54,30 @@ from palisade.dataplane.linux._netns import (
     netns_exists,
     run_in_netns,
 )
-from palisade.dataplane.linux._nftables import NftablesDataplane, NftablesError, RuleCounter
-from palisade.dataplane.linux._routes import RouteManager
+
+if TYPE_CHECKING:
+    from palisade.dataplane.linux._nftables import NftablesDataplane, NftablesError, RuleCounter
+    from palisade.dataplane.linux._routes import RouteManager
+
+# The nftables and overlay drivers import the calc graph (and through it the policy engine);
+# they load on first use, so the netlink part stays light for the CNI plugin, which starts
+# once per pod.
+_LAZY = {
+    "NftablesDataplane": "_nftables",
+    "NftablesError": "_nftables",
+    "RuleCounter": "_nftables",
+    "RouteManager": "_routes",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
 
 __all__ = [
     "PREFIX",

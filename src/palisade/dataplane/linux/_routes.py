@@ -62,10 +62,14 @@ class RouteManager:
         self._routes: dict[str, RouteIntent] = {}
         self._retired_devices: set[str] = set()
         self._applied_tunnels: dict[str, TunnelIntent] = {}
+        self.dirty = True
+        """Intents changed since the last successful :meth:`apply` (an apply is also the
+        overlay's resync, so the agent skips it on a change that touched no route)."""
 
     # -- RouteCallbacks ---------------------------------------------------------------------
 
     def on_tunnel_update(self, device: str, tunnel: TunnelIntent | None) -> None:
+        self.dirty = True
         if tunnel is None:
             self._tunnels.pop(device, None)
             self._retired_devices.add(device)
@@ -74,12 +78,14 @@ class RouteManager:
             self._retired_devices.discard(device)
 
     def on_tunnel_peer_update(self, node: str, peer: TunnelPeerIntent | None) -> None:
+        self.dirty = True
         if peer is None:
             self._peers.pop(node, None)
         else:
             self._peers[node] = peer
 
     def on_route_update(self, dst_cidr: str, route: RouteIntent | None) -> None:
+        self.dirty = True
         if route is None:
             self._routes.pop(dst_cidr, None)
         else:
@@ -117,6 +123,7 @@ class RouteManager:
                 fdb += fdb_count
                 neighbours += neighbour_count
                 routes += self._apply_routes(nl, device)
+        self.dirty = False
         return ApplyResult(links, fdb, neighbours, routes)
 
     def _apply_device(self, nl: Netlink, tunnel: TunnelIntent) -> int:

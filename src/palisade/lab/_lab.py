@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -296,6 +297,18 @@ def _alive(record: ProcessRecord) -> bool:
 
 _children: dict[int, subprocess.Popen[bytes]] = {}
 _children_lock = threading.Lock()
+
+
+def _reap_finished() -> None:
+    """Collect the exit status of every child of this process that has ended (a lab taken
+    down by another process leaves them as zombies here until then)."""
+    with _children_lock:
+        for pid, child in list(_children.items()):
+            if child.poll() is not None:
+                del _children[pid]
+
+
+atexit.register(_reap_finished)
 
 
 def _reap(pid: int) -> None:
@@ -1066,6 +1079,7 @@ def down(state_dir: Path = DEFAULT_STATE_DIR) -> DownReport:
         _signal(pid, signal.SIGKILL)
     report.processes.extend(strays)
     left = _wait_gone([p.pid for p in live] + strays, 10.0)
+    _reap_finished()
     if left:
         raise LabError(f"processes of the lab did not exit: {left}")
     for netns in state.nodes.values():

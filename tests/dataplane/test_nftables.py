@@ -42,6 +42,7 @@ from palisade.calc import (
 from palisade.dataplane.linux import Neighbour, Netlink, Route
 from palisade.dataplane.linux._libnft import available as libnftables_available
 from palisade.dataplane.linux._libnft import enter_netns
+from palisade.dataplane.linux._netns import run_in_netns
 from palisade.dataplane.linux._nft_render import (
     BASE_CHAIN,
     FROM_MAP,
@@ -1044,7 +1045,14 @@ def test_resync_repairs_drift(netns: Namespaces) -> None:
     assert driver.apply() == 0  # the driver believes its last apply...
     assert driver.resync() > 0  # ...until it looks
     assert _shape(driver.read_table()) == desired
+    skipped = driver.skipped_resyncs
     assert driver.resync() == 0
+    assert driver.skipped_resyncs == skipped + 1  # nothing committed since: no read needed
+    # another process changes the table: the generation moves, the resync reads and repairs
+    run_in_netns(netns.a, ["nft", "flush", "chain", "inet", "palisade", some_chain], check=True)
+    assert driver.resync() > 0 and driver.skipped_resyncs == skipped + 1
+    assert _shape(driver.read_table()) == desired
+    assert driver.resync(force=True) == 0  # a forced read finds nothing to repair
     # someone deletes the whole table; the next change fails against the driver's memory,
     # so the driver reads the table back and programs it afresh in the same apply()
     driver.run_batch([{"delete": {"table": {"family": "inet", "name": "palisade"}}}])

@@ -41,7 +41,7 @@ figure is asserted; the timings are printed.
     kernel's nftables lock from the agent. The listing is still made once per change, after
     the pause (the agent is quiet then), to verify the chain has the new port. p50/p99 in ms.
     Breakdown: a second watch on a connection of its own in this process gives the store's
-    delivery time (SQLite's watchers poll for other connections' commits every 50 ms), and
+    delivery time (SQLite's watchers poll for other connections' commits every 10 ms), and
     the agent's DEBUG log ("dataplane applied at revision R", millisecond timestamps) when
     its ``apply()`` returned (after the commit: libnftables' own cache refresh and the route
     manager's netlink pass). Changes that waited for the agent's periodic dataplane resync
@@ -454,7 +454,7 @@ def bench_change(
             f"{_quantile(delivered, 50):.1f} / {_quantile(delivered, 99):.1f} ms",
             "a watcher in this process on a connection of its own, as the agent's is"
             + (
-                ": SQLite polls for other connections' commits every 50 ms"
+                ": SQLite polls for other connections' commits every 10 ms"
                 if args.datastore == "sqlite"
                 else ": etcd streams"
             ),

@@ -167,35 +167,15 @@ def test_flows_cli_queries_and_imports_through_the_server(
     environment = {**os.environ, "PALISADE_SERVER": server_process.url}
     outputs = []
     for _ in range(2):  # importing the same file twice stores it once
-        imported = subprocess.run(
-            [str(PALISADE), "flows", "import", str(data)],
-            capture_output=True,
-            text=True,
-            env=environment,
-            timeout=60,
-            check=False,
-        )
+        imported = _palisade(environment, "flows", "import", str(data))
         assert imported.returncode == 0, imported.stderr
         outputs.append(imported.stdout)
     assert f"{data}:3:" in outputs[0] and "5 record(s) imported, 1 malformed" in outputs[0]
     assert "0 record(s) imported" in outputs[1] and "imported before" in outputs[1]
-    listed = subprocess.run(
-        [str(PALISADE), "flows", "--format", "json", "--namespace", "shop"],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=60,
-        check=False,
-    )
+    listed = _palisade(environment, "flows", "--format", "json", "--namespace", "shop")
     assert listed.returncode == 0, listed.stderr
     assert len(json.loads(listed.stdout)) == 5
-    down = subprocess.run(
-        [str(PALISADE), "flows", "--server", "http://127.0.0.1:9"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    down = _palisade(None, "flows", "--server", "http://127.0.0.1:9")
     assert down.returncode == 1 and "127.0.0.1:9" in down.stderr
 
 
@@ -211,14 +191,7 @@ def test_hubble_files_import_through_the_cli_and_top_and_denied_answer(
     assert expected.records and expected.malformed  # the sample has good and broken lines
     server_process.start()
     environment = {**os.environ, "PALISADE_SERVER": server_process.url}
-    imported = subprocess.run(
-        [str(PALISADE), "flows", "import", str(HUBBLE)],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=60,
-        check=False,
-    )
+    imported = _palisade(environment, "flows", "import", str(HUBBLE))
     assert imported.returncode == 0, imported.stderr
     assert f"{len(expected.records)} record(s) imported" in imported.stdout
     assert f"{len(expected.malformed)} malformed line(s)" in imported.stdout
@@ -228,14 +201,7 @@ def test_hubble_files_import_through_the_cli_and_top_and_denied_answer(
         expected.records
     )
     for command, check in (("top", "bytes"), ("denied", "hit")):
-        answer = subprocess.run(
-            [str(PALISADE), "flows", command, "--format", "json"],
-            capture_output=True,
-            text=True,
-            env=environment,
-            timeout=60,
-            check=False,
-        )
+        answer = _palisade(environment, "flows", command, "--format", "json")
         assert answer.returncode == 0, answer.stderr
         rows = json.loads(answer.stdout)
         assert rows and all(check in row for row in rows)
@@ -311,27 +277,27 @@ def test_recommend_and_whatif_take_flows_and_cluster_from_the_server(
     httpx.post(f"{server_process.url}/api/v1/flows/ingest", content=encode_records(recent))
     environment = {**os.environ, "PALISADE_SERVER": server_process.url}
 
-    predicted = subprocess.run(
-        [str(PALISADE), "whatif", "--staged", "--since", "1h", "--format", "json"],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=60,
-        check=False,
-    )
+    predicted = _palisade(environment, "whatif", "--staged", "--since", "1h", "--format", "json")
     assert predicted.returncode == 1, predicted.stderr  # an allowed flow would be denied
     report = json.loads(predicted.stdout)
     assert report["allow_to_deny"]["flows"] >= 1
 
-    recommended = subprocess.run(
-        [str(PALISADE), "recommend", "--since", "1h", "--namespace", "shop"],
+    recommended = _palisade(environment, "recommend", "--since", "1h", "--namespace", "shop")
+    assert recommended.returncode == 0, recommended.stderr
+    documents = [d for d in yaml.safe_load_all(recommended.stdout) if d]
+    assert documents and all(d["kind"].startswith("Staged") for d in documents)
+    assert "app == 'web'" in recommended.stdout or 'app == "web"' in recommended.stdout
+
+
+def _palisade(
+    environment: dict[str, str] | None, *arguments: str
+) -> subprocess.CompletedProcess[str]:
+    """The ``palisade`` command with ``arguments``, its output captured."""
+    return subprocess.run(
+        [str(PALISADE), *arguments],
         capture_output=True,
         text=True,
         env=environment,
         timeout=60,
         check=False,
     )
-    assert recommended.returncode == 0, recommended.stderr
-    documents = [d for d in yaml.safe_load_all(recommended.stdout) if d]
-    assert documents and all(d["kind"].startswith("Staged") for d in documents)
-    assert "app == 'web'" in recommended.stdout or 'app == "web"' in recommended.stdout

@@ -175,17 +175,17 @@ class FlowReporter:
             reader.close()
 
     def _flush(self, start: float, end: float) -> None:
+        live: set[Any] | None
         try:
             entries = read_conntrack(self.netns)
+            live = {entry.key for entry in entries}  # an empty table: every connection ended
         except Exception as exc:  # counters missing this round; the next dump has them
             self.errors += 1
             log.warning("conntrack dump failed: %s", exc)
-            entries = []
+            entries, live = [], None  # unknown: end nothing
         with self._lock:
             self.collector.on_conntrack(entries)
-            records = self.collector.flush(
-                start, end, live={e.key for e in entries} if entries else None
-            )
+            records = self.collector.flush(start, end, live=live)
         if not records:
             return
         allowed_level, denied_level = self.levels

@@ -4,14 +4,15 @@ PYTHON ?= python3
 VENV := .venv
 NCA_VENV := .venv-nca
 BIN := $(VENV)/bin
-APT_PACKAGES := etcd-server nftables iproute2 iperf3 chromium
+APT_PACKAGES := etcd-server nftables iproute2 iperf3 chromium gcc nginx libnginx-mod-http-modsecurity wrk
 
 .PHONY: all install system-deps demo test lint typecheck unit bench clean fuzz
 
 all: test
 
 # Debian packages: etcd (tests start a real one on loopback), nftables and iproute2 (dataplane),
-# iperf3 (dataplane benchmark), chromium (the console's browser tests; npm comes with the machine).
+# iperf3 (dataplane benchmark), chromium (the console's browser tests; npm comes with the machine),
+# gcc (builds libinjection-python), nginx + libmodsecurity3 and wrk (the WAF's reference engine).
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -105,6 +105,11 @@ from palisade.model._loader import (
     parse_document,
 )
 from palisade.model._validate import PROTOCOL_NUMBERS, protocol_number
+from palisade.model._waf import (
+    WafExclusion,
+    WebApplicationFirewall,
+    WebApplicationFirewallSpec,
+)
 from palisade.model._workloads import (
     Container,
     ContainerPort,
@@ -219,6 +224,9 @@ __all__ = [
     "StrictModel",
     "Tier",
     "TierSpec",
+    "WafExclusion",
+    "WebApplicationFirewall",
+    "WebApplicationFirewallSpec",
     "WorkloadSpec",
     "load_paths",
     "load_text",

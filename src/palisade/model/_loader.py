@@ -41,6 +41,7 @@ from palisade.model._calico import (
 )
 from palisade.model._errors import FieldIssues, Loc, ModelError, Problem, format_path
 from palisade.model._k8s import K8sNetworkPolicy, StagedKubernetesNetworkPolicy
+from palisade.model._waf import WebApplicationFirewall
 from palisade.model._workloads import (
     DaemonSet,
     Deployment,
@@ -76,6 +77,7 @@ Resource: TypeAlias = (
     | StatefulSet
     | DaemonSet
     | ReplicaSet
+    | WebApplicationFirewall
 )
 
 #: Every resource class, in the order of the ``Resource`` union.
@@ -103,6 +105,7 @@ RESOURCE_CLASSES: tuple[type[Resource], ...] = (
     StatefulSet,
     DaemonSet,
     ReplicaSet,
+    WebApplicationFirewall,
 )
 
 

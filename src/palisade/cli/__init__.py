@@ -11,6 +11,7 @@ import typer
 from . import _lab, _policy, _resources, _server
 from ._agent import agent
 from ._demo import demo
+from ._events import events_app
 from ._flows_offline import recommend_command, whatif_command
 
 app = typer.Typer(
@@ -32,6 +33,7 @@ app.command(name="whatif")(whatif_command)
 app.add_typer(_lab.app, name="lab")
 app.command()(_server.server)
 app.add_typer(_server.flows_app, name="flows")
+app.add_typer(events_app, name="events")
 
 
 def main() -> None:

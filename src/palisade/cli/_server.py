@@ -38,6 +38,12 @@ def server(
     max_records: Annotated[
         int, typer.Option("--max-records", help="Keep at most this many flow records.")
     ] = 50_000_000,
+    event_store: Annotated[
+        Path | None,
+        typer.Option(
+            "--event-store", help="The security-event SQLite file (default: beside the flow store)."
+        ),
+    ] = None,
 ) -> None:
     """Run the API server: resources, flow ingest and queries, the service graph."""
     import uvicorn
@@ -54,6 +60,7 @@ def server(
         flow_store=str(flow_store),
         retention_seconds=seconds,
         max_records=max_records,
+        event_store=str(event_store) if event_store else "",
     )
     console.print(f"palisade server on http://{host}:{port_text} (datastore {config.datastore})")
     uvicorn.run(create_app(config), host=host, port=int(port_text), log_level="warning")

@@ -34,9 +34,12 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from palisade.datastore import DatastoreError, ResourceKey, Store, open_store
+from palisade.events import EventStore
 from palisade.flowstore import FlowStore
 from palisade.model import load_text
 from palisade.resources import KUBERNETES_NETWORK_POLICY_KIND, apply_documents, store_key
+
+from ._events import event_routes
 
 API = "/api/v1"
 STATIC = Path(__file__).with_name("static")
@@ -62,6 +65,9 @@ class ServerConfig:
     retention_seconds: float | None = 7 * 86400.0
     max_records: int | None = 50_000_000
     retention_interval: float = 60.0
+    event_store: str = ""  # empty: ``events.db`` beside the flow store
+    event_retention_seconds: float | None = 30 * 86400.0
+    max_events: int | None = 1_000_000
 
 
 @dataclass
@@ -69,15 +75,22 @@ class ServerState:
     config: ServerConfig
     store: Store
     flows: FlowStore
+    events: EventStore
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop: threading.Event = field(default_factory=threading.Event)
 
     def retain(self) -> int:
+        now = time.time()
+        self.events.apply_retention(
+            max_age_seconds=self.config.event_retention_seconds,
+            max_events=self.config.max_events,
+            now=now,
+        )
         with self.lock:
             return self.flows.apply_retention(
                 max_age_seconds=self.config.retention_seconds,
                 max_records=self.config.max_records,
-                now=time.time(),
+                now=now,
             )
 
 
@@ -117,7 +130,12 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> Any:
         if config.flow_store != ":memory:":
             Path(config.flow_store).parent.mkdir(parents=True, exist_ok=True)
-        state = ServerState(config, open_store(config.datastore), FlowStore(config.flow_store))
+        state = ServerState(
+            config,
+            open_store(config.datastore),
+            FlowStore(config.flow_store),
+            EventStore(_event_store_path(config)),
+        )
         holder["state"] = state
         retention = threading.Thread(target=_retention_loop, args=(state,), daemon=True)
         retention.start()
@@ -128,6 +146,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
             retention.join(timeout=5)
             with state.lock:
                 state.flows.close()
+            state.events.close()
             state.store.close()
 
     app = FastAPI(title="Palisade", version="1", lifespan=lifespan)
@@ -317,6 +336,8 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         report = whatif(records, documents, proposed, staged=staged)
         return report.to_json()
 
+    app.include_router(event_routes(lambda: state().events, _since, lambda: state().store, API))
+
     # -- the console ---------------------------------------------------------------------------
 
     @app.get("/", include_in_schema=False)
@@ -339,6 +360,14 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
     return app
+
+
+def _event_store_path(config: ServerConfig) -> str:
+    if config.event_store:
+        return config.event_store
+    if config.flow_store == ":memory:":
+        return ":memory:"
+    return str(Path(config.flow_store).with_name("palisade-events.db"))
 
 
 def _retention_loop(state: ServerState) -> None:

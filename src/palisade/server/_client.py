@@ -87,6 +87,11 @@ class ServerClient:
     def get(self, path: str, **params: Any) -> Any:
         return self._call("GET", path, params={k: v for k, v in params.items() if v is not None})
 
+    def post(self, path: str, json_body: Any = None, **params: Any) -> Any:
+        return self._call(
+            "POST", path, json=json_body, params={k: v for k, v in params.items() if v is not None}
+        )
+
     def apply(self, text: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call(
             "POST", "/apply", content=text.encode(), headers={"Content-Type": "application/yaml"}

@@ -21,7 +21,9 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from palisade.model import parse_document
 from palisade.model._waf import WebApplicationFirewall, WebApplicationFirewallSpec
 from palisade.selector import parse as parse_selector
 
@@ -175,3 +177,35 @@ def select_firewall(
         if fw.namespace == namespace and parse_selector(fw.spec.selector).matches(labels)
     ]
     return min(matching, key=lambda fw: fw.name) if matching else None
+
+
+def with_exclusion(
+    firewall: WebApplicationFirewall,
+    rule_ids: Iterable[int],
+    *,
+    path: str | None = None,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """The firewall's document with one more exclusion (rules off, under ``path`` if given);
+    an identical exclusion already present is not added twice."""
+    document = firewall.to_document()
+    exclusion: dict[str, Any] = {"ruleIds": [str(i) for i in sorted(set(rule_ids))]}
+    if not exclusion["ruleIds"]:
+        raise ValueError("an exclusion needs at least one rule id")
+    if path:
+        exclusion["paths"] = [path]
+    spec = document.setdefault("spec", {})
+    exclusions = spec.setdefault("exclusions", [])
+    for existing in exclusions:
+        if (
+            existing.get("ruleIds") == exclusion["ruleIds"]
+            and existing.get("paths", []) == (exclusion.get("paths", []))
+            and not existing.get("targets")
+            and not existing.get("tags")
+        ):
+            return document
+    if reason:
+        exclusion["reason"] = reason
+    exclusions.append(exclusion)
+    # Validate through the model, so the server never stores what `palisade apply` rejects.
+    return parse_document(document, source=f"{firewall.namespace}/{firewall.name}").to_document()

@@ -1,0 +1,223 @@
+"""The front ends' view of the engine: one guarded evaluation with fail-open/fail-closed.
+
+The proxy and the ext_authz servers share this. :class:`EngineSlot` holds the current engine
+(swapped atomically by :meth:`EngineSlot.reload`; a request keeps the engine it started with)
+and turns one evaluation into a :class:`Verdict`:
+
+- the engine's own verdict when it answers within the budget;
+- otherwise — it raised, or ran past ``budget`` seconds of CPU — the configured failure
+  policy: *open* lets the request through, *closed* answers 503.
+
+The budget is preemptive when the evaluation runs on the main thread (as the servers here
+do): a ``SIGPROF`` interval timer (process CPU time, so a busy machine does not trip it, a
+pathological request does) raises :class:`EvaluationTimeout` inside the engine's Python code.
+``EvaluationTimeout`` derives from ``BaseException`` so that an engine's ``except Exception``
+cannot swallow it. Off the main thread the budget is checked after the fact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from types import FrameType
+from typing import Any, Protocol
+
+from palisade.waf._http import HttpRequest, HttpResponse
+
+log = logging.getLogger("palisade.waf.front")
+
+DEFAULT_BUDGET = 0.5  # seconds of CPU per evaluation; CRS v4 PL1 needs a few ms
+
+
+class WafResultLike(Protocol):
+    """What the front ends read from :class:`palisade.waf.WafResult`."""
+
+    @property
+    def status(self) -> int | None: ...
+
+    @property
+    def blocked(self) -> bool: ...
+
+
+class WafEngineLike(Protocol):
+    """The part of :class:`palisade.waf.WafEngine` the front ends use."""
+
+    def evaluate(
+        self, request: HttpRequest | bytes, response: HttpResponse | None = None
+    ) -> Any: ...
+
+
+EngineFactory = Callable[[], WafEngineLike]
+ResultHook = Callable[[HttpRequest, Any], None]
+"""Called with the request and the engine's WafResult after every evaluation that produced
+one (Security Events hook). It runs on the event loop: it must be quick and must not raise."""
+
+
+class Outcome(Enum):
+    ALLOW = "allow"  # the engine let it through
+    BLOCK = "block"  # the engine intervened
+    FAIL_OPEN = "fail-open"  # the engine failed; policy lets it through
+    FAIL_CLOSED = "fail-closed"  # the engine failed; policy answers 503
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    outcome: Outcome
+    status: int  # HTTP status to answer when not allowed (403, 503, …); 200 when allowed
+    result: Any  # the engine's WafResult, or None when it failed
+    reason: str = ""
+
+    @property
+    def allowed(self) -> bool:
+        return self.outcome in (Outcome.ALLOW, Outcome.FAIL_OPEN)
+
+
+class EvaluationTimeout(BaseException):
+    """Raised inside the engine when the evaluation's CPU budget ran out."""
+
+
+class _CpuBudget:
+    """A per-evaluation SIGPROF timer; usable only on the main thread."""
+
+    def __init__(self) -> None:
+        self._armed = False
+        self._previous: Any = None
+        self._installed = False
+
+    def install(self) -> bool:
+        if threading.current_thread() is not threading.main_thread():
+            return False
+        if self._installed:
+            return True
+        if signal.getitimer(signal.ITIMER_PROF) != (0.0, 0.0):
+            return False  # someone else (a profiler) uses the timer
+        self._previous = signal.signal(signal.SIGPROF, self._on_signal)
+        self._installed = True
+        return True
+
+    def uninstall(self) -> None:
+        if self._installed:
+            signal.setitimer(signal.ITIMER_PROF, 0)
+            signal.signal(signal.SIGPROF, self._previous)
+            self._installed = False
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._armed:
+            self._armed = False
+            raise EvaluationTimeout
+
+    def arm(self, seconds: float) -> None:
+        self._armed = True
+        signal.setitimer(signal.ITIMER_PROF, seconds)
+
+    def disarm(self) -> None:
+        # Clear the flag first: a signal landing between the two lines is then ignored.
+        self._armed = False
+        signal.setitimer(signal.ITIMER_PROF, 0)
+
+    @property
+    def installed(self) -> bool:
+        return self._installed
+
+
+class EngineSlot:
+    """The current engine plus the failure policy; shared by all connections of a server."""
+
+    def __init__(
+        self,
+        engine_factory: EngineFactory,
+        *,
+        fail_open: bool,
+        budget: float | None = DEFAULT_BUDGET,
+        on_result: ResultHook | None = None,
+        engine: WafEngineLike | None = None,
+    ) -> None:
+        self._factory = engine_factory
+        self.engine: WafEngineLike = engine if engine is not None else engine_factory()
+        self.fail_open = fail_open
+        self.budget = budget
+        self.on_result = on_result
+        self._timer = _CpuBudget()
+        self.generation = 1  # bumped by every successful reload
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Install the preemptive budget (main thread only; otherwise checked afterwards)."""
+        if self.budget is not None:
+            self._timer.install()
+
+    def stop(self) -> None:
+        self._timer.uninstall()
+
+    async def reload(self) -> None:
+        """Build a new engine off the event loop and swap it in; the old one keeps serving
+        meanwhile. A factory that raises leaves the current engine in place (and re-raises)."""
+        loop = asyncio.get_running_loop()
+        new_engine = await loop.run_in_executor(None, self._factory)
+        self.engine = new_engine  # one attribute store: atomic for every later evaluation
+        self.generation += 1
+        log.info("WAF engine reloaded (generation %d)", self.generation)
+
+    # -- evaluation --------------------------------------------------------------------------
+
+    def evaluate(self, request: HttpRequest, response: HttpResponse | None = None) -> Verdict:
+        engine = self.engine
+        budget = self.budget
+        preemptive = budget is not None and self._timer.installed
+        started = time.process_time()
+        try:
+            if preemptive:
+                assert budget is not None
+                self._timer.arm(budget)
+                try:
+                    result = engine.evaluate(request, response)
+                finally:
+                    self._timer.disarm()
+            else:
+                result = engine.evaluate(request, response)
+        except EvaluationTimeout:
+            return self.failed(f"engine exceeded its budget of {budget} s CPU")
+        except Exception as exc:
+            log.exception("WAF engine failed on %s %s", request.method, request.uri)
+            return self.failed(f"engine error: {type(exc).__name__}: {exc}")
+        if budget is not None and not preemptive and time.process_time() - started > budget:
+            return self.failed(f"engine exceeded its budget of {budget} s CPU")
+        if self.on_result is not None:
+            try:
+                self.on_result(request, result)
+            except Exception:
+                log.exception("WAF result hook failed")
+        if result.blocked:
+            status = result.status if result.status is not None else 403
+            return Verdict(Outcome.BLOCK, status, result)
+        return Verdict(Outcome.ALLOW, 200, result)
+
+    def failed(self, reason: str) -> Verdict:
+        log.warning("WAF %s: %s", "fail-open" if self.fail_open else "fail-closed", reason)
+        if self.fail_open:
+            return Verdict(Outcome.FAIL_OPEN, 200, None, reason)
+        return Verdict(Outcome.FAIL_CLOSED, 503, None, reason)
+
+
+def reason_phrase(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def denial_body(verdict: Verdict) -> bytes:
+    """The short body of a refusal."""
+    if verdict.outcome is Outcome.FAIL_CLOSED:
+        return b"Service Unavailable: the web application firewall could not decide\n"
+    phrase = reason_phrase(verdict.status)
+    return f"{verdict.status} {phrase}: blocked by the web application firewall\n".encode()

@@ -1,0 +1,448 @@
+"""The reverse proxy over real loopback sockets, with a real upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from palisade.waf._front_engine import WafEngineLike
+from palisade.waf._front_http1 import Limits
+from palisade.waf._proxy import ProxyServer, run_proxy
+from tests.waf.front_support import (
+    Client,
+    StandInEngine,
+    Upstream,
+    connect,
+    get,
+    post,
+    running_upstream,
+)
+
+pytestmark = pytest.mark.timeout(60, method="thread")
+
+
+@contextlib.asynccontextmanager
+async def running_proxy(
+    upstream: tuple[str, int],
+    factory: Callable[[], WafEngineLike] = StandInEngine,
+    **options: Any,
+) -> AsyncIterator[ProxyServer]:
+    options.setdefault("fail_open", False)
+    proxy = ProxyServer(factory, upstream, **options)
+    await proxy.start(("127.0.0.1", 0))
+    try:
+        yield proxy
+    finally:
+        await proxy.close(grace=1.0)
+
+
+@contextlib.asynccontextmanager
+async def setup(**options: Any) -> AsyncIterator[tuple[Upstream, ProxyServer, Client]]:
+    async with (
+        running_upstream() as upstream,
+        running_proxy(upstream.address, **options) as proxy,
+        connect(proxy.address) as client,
+    ):
+        yield upstream, proxy, client
+
+
+def run(scenario: Callable[[], Any]) -> None:
+    asyncio.run(scenario())
+
+
+def test_allowed_request_reaches_the_upstream_and_the_answer_comes_back() -> None:
+    async def scenario() -> None:
+        async with setup() as (upstream, _proxy, client):
+            reply = await client.request(get("/hello?q=world", "X-Forwarded-For: 10.0.0.9"))
+            assert reply.status == 200
+            assert reply.body == b"ok GET /hello?q=world"
+            (seen,) = upstream.received
+            assert seen.target == "/hello?q=world"
+            assert seen.header("host") == "localhost"
+            assert seen.header("x-forwarded-for") == "10.0.0.9, 127.0.0.1"
+
+    run(scenario)
+
+
+def test_blocked_request_gets_the_engines_status_and_never_reaches_the_upstream() -> None:
+    async def scenario() -> None:
+        async with setup(factory=lambda: StandInEngine(status=406)) as (upstream, _p, client):
+            reply = await client.request(get("/?id=attack"))
+            assert reply.status == 406
+            assert b"blocked" in reply.body
+            blocked_post = await client.request(post("/form", b"comment=attack"))
+            assert blocked_post.status == 406
+            # the connection is still usable after refusals (bodies were read in full)
+            assert (await client.request(get("/after"))).status == 200
+            assert [r.target for r in upstream.received] == ["/after"]
+            assert upstream.connections == 1
+
+    run(scenario)
+
+
+def test_default_block_status_is_403_and_engine_sees_the_client() -> None:
+    engine = StandInEngine(status=None)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        async with setup(factory=lambda: engine) as (_u, proxy, client):
+            reply = await client.request(get("/attack"))
+            assert reply.status == 403
+            request, response = engine.seen[0]
+            assert response is None
+            assert request.remote_addr == "127.0.0.1"
+            assert request.server_port == proxy.address[1]
+            assert ("Host", "localhost") in request.headers
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GET /a b HTTP/1.1\r\nHost: localhost\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\n\r\n", 400),  # no Host
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n", 400),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            400,
+        ),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+        (b"GET /%zz HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", 400),
+    ],
+)
+def test_malformed_requests_get_an_error_and_never_reach_the_upstream(
+    raw: bytes, status: int
+) -> None:
+    async def scenario() -> None:
+        async with setup() as (upstream, _proxy, client):
+            reply = await client.request(raw)
+            assert reply.status == status
+            assert reply.header("connection") == "close"
+            assert await client.closed_by_peer()
+            assert upstream.received == []
+
+    run(scenario)
+
+
+def test_body_and_header_limits() -> None:
+    async def scenario() -> None:
+        limits = Limits(max_body_bytes=100, max_header_bytes=1024)
+        async with setup(limits=limits) as (upstream, _proxy, client):
+            assert (await client.request(post("/", b"x" * 101))).status == 413
+        async with setup(limits=limits) as (upstream, _proxy, client):
+            chunks = b"40\r\n" + b"y" * 64 + b"\r\n" + b"40\r\n" + b"y" * 64 + b"\r\n0\r\n\r\n"
+            raw = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks
+            assert (await client.request(raw)).status == 413
+        async with setup(limits=limits) as (upstream, _proxy, client):
+            assert (await client.request(get("/", "X-Big: " + "z" * 2000))).status == 431
+            assert upstream.received == []
+
+    run(scenario)
+
+
+def test_chunked_request_is_dechunked_for_the_engine_and_the_upstream() -> None:
+    engine = StandInEngine()
+
+    async def scenario() -> None:
+        async with setup(factory=lambda: engine) as (upstream, _proxy, client):
+            raw = (
+                b"POST /form HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"4\r\na=bc\r\n5;ext=1\r\n&d=ef\r\n0\r\nX-Trailer: t\r\n\r\n"
+            )
+            assert (await client.request(raw)).status == 200
+            (seen,) = upstream.received
+            assert seen.body == b"a=bc&d=ef"
+            assert seen.header("content-length") == "9"
+            assert seen.header("transfer-encoding") is None
+            assert engine.seen[0][0].body == b"a=bc&d=ef"
+            # the attack split across chunks is seen whole
+            raw = (
+                b"POST /form HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"3\r\natt\r\n3\r\nack\r\n0\r\n\r\n"
+            )
+            assert (await client.request(raw)).status == 403
+            assert len(upstream.received) == 1
+
+    run(scenario)
+
+
+def test_expect_100_continue() -> None:
+    async def scenario() -> None:
+        async with setup() as (upstream, _proxy, client):
+            await client.send(
+                post("/form", b"", "Expect: 100-continue").replace(
+                    b"Content-Length: 0", b"Content-Length: 5"
+                )
+            )
+            interim = await client.reply()
+            assert interim.status == 100
+            await client.send(b"a=bcd")
+            reply = await client.reply()
+            assert reply.status == 200
+            assert upstream.received[0].body == b"a=bcd"
+            assert upstream.received[0].header("expect") is None
+
+    run(scenario)
+
+
+def test_responses_chunked_close_delimited_and_head() -> None:
+    async def scenario() -> None:
+        async with setup() as (_upstream, _proxy, client):
+            reply = await client.request(get("/chunked"))
+            assert reply.body == b"hello, world"
+            assert reply.header("x-kind") == "chunked"
+            await client.send(b"HEAD /x HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            head_reply = await client.reply(head_request=True)
+            assert head_reply.status == 200
+            assert head_reply.header("content-length") == str(len(b"ok HEAD /x"))
+            # a close-delimited upstream body is re-chunked for an HTTP/1.1 client
+            reply = await client.request(get("/until-close"))
+            assert reply.body == b"streamed until close"
+            assert reply.header("transfer-encoding") == "chunked"
+            assert (await client.request(get("/still-open"))).status == 200
+
+    run(scenario)
+
+
+def test_http10_client_without_keep_alive_is_closed_after_one_answer() -> None:
+    async def scenario() -> None:
+        async with setup() as (_upstream, _proxy, client):
+            reply = await client.request(b"GET /old HTTP/1.0\r\n\r\n")
+            assert reply.status == 200
+            assert reply.header("connection") == "close"
+            assert await client.closed_by_peer()
+
+    run(scenario)
+
+
+def test_hop_by_hop_fields_are_not_forwarded_either_way() -> None:
+    async def scenario() -> None:
+        async with setup() as (upstream, _proxy, client):
+            reply = await client.request(
+                get(
+                    "/hop",
+                    "Connection: keep-alive, X-Client-Private",
+                    "X-Client-Private: 1",
+                    "Keep-Alive: 300",
+                    "TE: trailers",
+                    "Upgrade: websocket",
+                    "X-Kept: yes",
+                )
+            )
+            seen = upstream.received[0]
+            for name in ("connection", "x-client-private", "keep-alive", "te", "upgrade"):
+                assert seen.header(name) is None, name
+            assert seen.header("x-kept") == "yes"
+            assert reply.header("x-upstream-private") is None
+            assert reply.header("keep-alive") is None
+            assert reply.header("x-public") == "1"
+
+    run(scenario)
+
+
+def test_keep_alive_on_both_sides() -> None:
+    async def scenario() -> None:
+        async with setup() as (upstream, proxy, client):
+            for i in range(5):
+                assert (await client.request(get(f"/k{i}"))).status == 200
+            # pipelined requests are answered in order
+            await client.send(get("/p1") + get("/p2"))
+            assert (await client.reply()).body == b"ok GET /p1"
+            assert (await client.reply()).body == b"ok GET /p2"
+            async with connect(proxy.address) as second:
+                assert (await second.request(get("/other"))).status == 200
+            assert len(upstream.received) == 8
+            assert upstream.connections == 1  # one pooled upstream connection did it all
+
+    run(scenario)
+
+
+def test_a_pooled_connection_closed_by_the_upstream_is_replaced() -> None:
+    async def scenario() -> None:
+        async with setup() as (upstream, _proxy, client):
+            assert (await client.request(get("/one"))).status == 200
+            for task in list(upstream.tasks):  # the origin drops its idle connections
+                task.cancel()
+            await asyncio.sleep(0.05)
+            assert (await client.request(get("/two"))).status == 200
+            assert upstream.connections == 2
+
+    run(scenario)
+
+
+def test_upstream_down_is_a_502() -> None:
+    async def scenario() -> None:
+        with socket.socket() as placeholder:
+            placeholder.bind(("127.0.0.1", 0))
+            dead = placeholder.getsockname()
+        async with running_proxy(dead) as proxy, connect(proxy.address) as client:
+            assert (await client.request(get("/"))).status == 502
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("fail_open", [True, False])
+def test_engine_error_follows_the_failure_policy(fail_open: bool) -> None:
+    async def scenario() -> None:
+        async with setup(fail_open=fail_open) as (upstream, _proxy, client):
+            reply = await client.request(get("/boom"))
+            if fail_open:
+                assert reply.status == 200
+                assert [r.target for r in upstream.received] == ["/boom"]
+            else:
+                assert reply.status == 503
+                assert upstream.received == []
+            assert (await client.request(get("/fine"))).status == 200
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("fail_open", [True, False])
+def test_engine_over_its_budget_follows_the_failure_policy(fail_open: bool) -> None:
+    async def scenario() -> None:
+        async with setup(fail_open=fail_open, budget=0.2) as (upstream, _proxy, client):
+            started = time.monotonic()
+            reply = await client.request(get("/slow-attack"))
+            elapsed = time.monotonic() - started
+            assert reply.status == (200 if fail_open else 503)
+            assert elapsed < 1.5  # interrupted, not run to its 2 s end
+            assert len(upstream.received) == (1 if fail_open else 0)
+
+    run(scenario)
+
+
+def test_response_phase_inspection() -> None:
+    engine = StandInEngine()
+
+    async def scenario() -> None:
+        async with setup(factory=lambda: engine, inspect_response=True) as (upstream, _p, client):
+            assert (await client.request(get("/secret"))).status == 403
+            reply = await client.request(get("/chunked"))
+            assert reply.status == 200
+            assert reply.body == b"hello, world"
+            assert len(upstream.received) == 2
+            response = engine.seen[-1][1]
+            assert response is not None
+            assert response.body == b"hello, world"
+        async with setup(factory=lambda: engine) as (upstream, _p, client):
+            assert (await client.request(get("/secret"))).status == 200  # not inspected
+
+    run(scenario)
+
+
+def test_reload_swaps_engines_without_dropping_connections() -> None:
+    engines = iter([StandInEngine(status=403), StandInEngine(status=418)])
+
+    async def scenario() -> None:
+        async with setup(factory=lambda: next(engines)) as (upstream, proxy, client):
+            assert (await client.request(get("/attack"))).status == 403
+            await proxy.reload()
+            assert (await client.request(get("/attack"))).status == 418  # same connection
+            assert (await client.request(get("/fine"))).status == 200
+            assert upstream.connections == 1
+
+    run(scenario)
+
+
+def test_failed_reload_keeps_the_running_engine() -> None:
+    calls = 0
+
+    def factory() -> StandInEngine:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise ValueError("broken rules")
+        return StandInEngine()
+
+    async def scenario() -> None:
+        async with setup(factory=factory) as (_u, proxy, client):
+            with pytest.raises(ValueError, match="broken rules"):
+                await proxy.reload()
+            assert (await client.request(get("/attack"))).status == 403
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_run_proxy_serves_until_sigterm_and_reloads_on_sighup(workers: int) -> None:
+    """``run_proxy`` in a child process: SIGHUP reloads, SIGTERM stops (all workers)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    origin = socket.socket()
+    origin.bind(("127.0.0.1", 0))
+    origin.listen()
+    origin_address = origin.getsockname()
+    pid = os.fork()
+    if pid == 0:  # the proxy service, started before any event loop exists in this process
+        code = 1
+        try:
+            origin.close()
+            generation = iter(range(1, 100))
+            run_proxy(
+                lambda: StandInEngine(status=400 + next(generation)),
+                ("127.0.0.1", port),
+                origin_address,
+                fail_open=False,
+                workers=workers,
+            )
+            code = 0
+        finally:
+            os._exit(code)
+    try:
+        asyncio.run(exercise(pid, port, origin, workers))
+    finally:
+        origin.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+
+async def exercise(pid: int, port: int, origin: socket.socket, workers: int) -> None:
+    async with running_upstream(origin) as upstream:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                async with connect(("127.0.0.1", port)) as client:
+                    assert (await client.request(get("/x"))).status == 200
+                break
+            except (ConnectionRefusedError, asyncio.IncompleteReadError):
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.1)
+        async with connect(("127.0.0.1", port)) as client:
+            assert (await client.request(get("/attack"))).status == 401
+        assert upstream.received
+        os.kill(pid, signal.SIGHUP)
+        # every worker builds its own new engine (generation 2 and up); wait until no
+        # connection meets the first engine any more
+        for _ in range(100):
+            statuses = set()
+            for _ in range(4 * workers):
+                async with connect(("127.0.0.1", port)) as client:
+                    statuses.add((await client.request(get("/attack"))).status)
+            if 401 not in statuses:
+                break
+            await asyncio.sleep(0.1)
+        assert 401 not in statuses
+        os.kill(pid, signal.SIGTERM)
+        async with asyncio.timeout(15):
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    assert os.waitstatus_to_exitcode(status) == 0
+                    break
+                await asyncio.sleep(0.05)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from palisade.flows._collect import (
     ConntrackEntry,
+    Direction,
     EndpointInfo,
+    FiveTuple,
     FlowCollector,
     Hit,
     HitTable,
@@ -51,6 +55,16 @@ def test_an_allowed_connection_is_reported_by_both_ends_with_its_trace_and_count
     assert (src.source_name, src.dest_namespace, src.dest_labels) == ("web-0", "data", ("app=db",))
     assert (src.num_flows, src.num_flows_started, src.num_flows_completed) == (1, 1, 0)
     assert (src.proto, src.source_port, src.dest_port, src.host) == ("tcp", 40000, 5432, "node-1")
+    # with nothing staged the pending trace is the enforced one; no Service is known
+    assert (src.pending_policies, dst.pending_policies) == (
+        src.enforced_policies,
+        dst.enforced_policies,
+    )
+    assert (dst.dest_service_name, dst.dest_service_port, dst.dest_service_port_num) == (
+        "-",
+        "-",
+        None,
+    )
 
     assert flows.flush(15, 20, live={TCP}) == []  # idle for an interval: nothing to report
     # the next interval carries only the growth; the end of the connection completes it
@@ -98,3 +112,42 @@ def test_prefixes_fit_the_kernel_and_networks_are_named_as_calico_names_them() -
     assert network_info("10.1.2.3").name_aggr == "pvt"
     assert network_info("8.8.8.8").name_aggr == "pub"
     assert network_info("2001:db8::1").name_aggr == "pub"
+
+
+@dataclass(frozen=True)
+class _Service:
+    namespace: str
+    name: str
+    port_name: str
+    port: int | None
+
+
+def test_a_completer_gives_the_pending_trace_and_service_of_each_record() -> None:
+    flows, table = collector()
+    asked: list[tuple[Direction, FiveTuple]] = []
+    staged = ("0|default|snp:data/lockdown|deny|0",)
+
+    def complete(
+        direction: Direction, key: FiveTuple
+    ) -> tuple[tuple[str, ...] | None, _Service | None]:
+        asked.append((direction, key))
+        if direction == "ingress":  # a staged policy selects the destination only
+            return staged, _Service("data", "db", "pg", 5432)
+        return None, _Service("data", "db", "pg", 5432)
+
+    flows.on_logged(table.prefix("egress", EGRESS_ALLOW), TCP, 60, now=1.0)
+    flows.on_logged(table.prefix("ingress", ALLOW), TCP, 60, now=1.0)
+    flows.on_conntrack([ConntrackEntry(*TCP, 1, 60, 1, 60)])
+    records = {r.reporter: r for r in flows.flush(0, 15, live={TCP}, complete=complete)}
+    assert sorted(asked) == [("egress", TCP), ("ingress", TCP)]
+    src, dst = records["src"], records["dst"]
+    assert src.pending_policies == src.enforced_policies  # None: the enforced trace
+    assert dst.pending_policies == staged
+    assert dst.enforced_policies == ("0|default|knp:data/stores|allow|0",)
+    for record in (src, dst):
+        assert (
+            record.dest_service_namespace,
+            record.dest_service_name,
+            record.dest_service_port,
+            record.dest_service_port_num,
+        ) == ("data", "db", "pg", 5432)

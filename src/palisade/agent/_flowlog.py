@@ -8,6 +8,14 @@ reads the node's NFLOG group continuously and, every ``interval`` seconds, dumps
 the counters, flushes the collector (:class:`palisade.flows._collect.FlowCollector`),
 aggregates (allowed and denied each at their own level, Calico's 2 and 1 by default) and hands
 the records to ``sink`` — a :class:`palisade.server.FlowShipper`, a file, or a test.
+
+The flush also completes what the kernel cannot say: the pending trace where a staged policy
+changes the evaluation, and the destination's Service. Both come from a
+:class:`palisade.policy.FlowTracer` over the datastore documents the reporter keeps (passed to
+the collector as its ``Completer``); the tracer is rebuilt, outside the lock, at the first
+flush after a document changed (a new *policy generation*) and only while some staged policy
+or Service exists, and it caches its answers per flow pair and port, so a steady node pays two
+dictionary lookups per record.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from palisade.calc import (
+    KUBERNETES_NETWORK_POLICY_KIND,
     DataplaneCallbacks,
     EndpointIntent,
     PolicyIntent,
@@ -35,11 +44,28 @@ from palisade.datastore import ResourceKey
 from palisade.flows import FlowRecord
 from palisade.flows._aggregate import aggregate_by_action
 from palisade.flows._collect import EndpointInfo, FlowCollector, HitTable, network_info
-from palisade.policy import Action
+from palisade.policy import POLICY_KINDS, STAGED_POLICY_KINDS, Action, FlowTracer
 
 log = logging.getLogger("palisade.agent.flows")
 
 Sink = Callable[[list[FlowRecord]], object]
+
+TRACED_KINDS = frozenset(
+    {
+        *POLICY_KINDS,
+        KUBERNETES_NETWORK_POLICY_KIND,
+        "Tier",
+        "Profile",
+        "Namespace",
+        "ServiceAccount",
+        "Pod",
+        "HostEndpoint",
+        "NetworkSet",
+        "GlobalNetworkSet",
+        "Service",
+    }
+)
+"""Datastore kinds (as stored) the pending trace and the Service fields are computed from."""
 
 
 class FlowReporter:
@@ -74,6 +100,17 @@ class FlowReporter:
         self._thread: threading.Thread | None = None
         self.reported = 0
         self.errors = 0
+        # the documents of the policy generation (for the pending trace and Service fields)
+        self._documents: dict[ResourceKey, Mapping[str, Any]] = {}
+        self._staged: set[ResourceKey] = set()
+        self._services: set[ResourceKey] = set()
+        self._generation = 0
+        self._tracer: FlowTracer | None = None
+        self._tracer_generation = -1
+        self.tracer_builds = 0
+        self.tracer_seconds = 0.0
+        """Time spent building tracers and in flushes that complete records (an upper bound of
+        what the pending trace and Service fields cost)."""
 
     # -- what the node knows ------------------------------------------------------------------
 
@@ -93,6 +130,18 @@ class FlowReporter:
 
     def on_document(self, key: ResourceKey, document: Mapping[str, Any] | None) -> None:
         with self._lock:
+            if key.kind in TRACED_KINDS:
+                self._generation += 1
+                if document is None:
+                    self._documents.pop(key, None)
+                    self._staged.discard(key)
+                    self._services.discard(key)
+                else:
+                    self._documents[key] = document
+                    if key.kind in STAGED_POLICY_KINDS:
+                        self._staged.add(key)
+                    elif key.kind == "Service":
+                        self._services.add(key)
             if key.kind == "Pod":
                 for ip in self._pod_ips.pop(key, ()):
                     self._pods.pop(ip, None)
@@ -183,9 +232,15 @@ class FlowReporter:
             self.errors += 1
             log.warning("conntrack dump failed: %s", exc)
             entries, live = [], None  # unknown: end nothing
+        tracer = self.tracer()
+        started = time.perf_counter()
         with self._lock:
             self.collector.on_conntrack(entries)
-            records = self.collector.flush(start, end, live=live)
+            records = self.collector.flush(
+                start, end, live=live, complete=tracer.complete if tracer else None
+            )
+        if tracer is not None:
+            self.tracer_seconds += time.perf_counter() - started
         if not records:
             return
         allowed_level, denied_level = self.levels
@@ -199,6 +254,31 @@ class FlowReporter:
         except Exception as exc:
             self.errors += 1
             log.warning("flow records not handed on: %s", exc)
+
+    def tracer(self) -> FlowTracer | None:
+        """The tracer of the current policy generation (built now if the documents changed
+        since the last one), or None while no staged policy and no Service exists: then every
+        pending trace is the enforced one and no destination is a Service's."""
+        with self._lock:
+            if not (self._staged or self._services):
+                self._tracer, self._tracer_generation = None, self._generation
+                return None
+            if self._tracer_generation == self._generation:
+                return self._tracer
+            generation = self._generation
+            documents = list(self._documents.values())
+        # built outside the lock: the agent's loop must not wait on it to feed the graph
+        tracer: FlowTracer | None = None
+        started = time.perf_counter()
+        try:
+            tracer = FlowTracer.from_documents(documents)
+        except Exception as exc:  # tried again after the next change, not at every flush
+            self.errors += 1
+            log.warning("no pending trace or services for this policy generation: %s", exc)
+        self.tracer_builds += 1
+        self.tracer_seconds += time.perf_counter() - started
+        self._tracer, self._tracer_generation = tracer, generation
+        return tracer
 
 
 def _add_rules(hits: HitTable, part: str, rules: tuple[Any, ...]) -> None:

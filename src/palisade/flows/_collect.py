@@ -17,6 +17,13 @@ endpoint is the source, reporter ``src``; ``ingress``: it is the destination, re
 ``dst``), and at each flush emits one level-0 :class:`FlowRecord` per connection and direction
 active in the interval, with the counters' growth in that interval, then forgets connections
 that ended. Endpoint names, namespaces, labels and types come from an ``EndpointLookup``.
+
+Two fields cannot come from the kernel: the *pending* trace (staged policies evaluated as if
+enforced, spec 4.10) and the destination's Service. :meth:`FlowCollector.flush` takes a
+``Completer`` for them (the agent passes ``palisade.policy.FlowTracer.complete``, this module
+knowing nothing of policies beyond the kernel's hits); without one, or where it answers
+``None``, ``pending_policies`` are the enforced hits — what Calico writes when no staged policy
+changes the evaluation — and the Service fields are ``-``.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import hashlib
 import ipaddress
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from ._record import EndpointType, FlowRecord, proto_name
 
@@ -122,6 +129,27 @@ def network_info(ip: str) -> EndpointInfo:
 
 
 FiveTuple = tuple[int, str, int | None, str, int | None]  # protocol, src, sport, dst, dport
+
+
+class ServiceFields(Protocol):
+    """A record's ``dest_service_*`` fields: namespace, name, port name, port number."""
+
+    @property
+    def namespace(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def port_name(self) -> str: ...
+
+    @property
+    def port(self) -> int | None: ...
+
+
+Completer = Callable[[Direction, FiveTuple], tuple[tuple[str, ...] | None, ServiceFields | None]]
+"""(direction, 5-tuple) → (the pending trace, None when it is the enforced one; the
+destination's Service, or None)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,10 +258,15 @@ class FlowCollector:
                 flow.ended = True
 
     def flush(
-        self, start: float, end: float, live: set[FiveTuple] | None = None
+        self,
+        start: float,
+        end: float,
+        live: set[FiveTuple] | None = None,
+        complete: Completer | None = None,
     ) -> list[FlowRecord]:
         """Records for the interval ``[start, end)``; ``live`` (the 5-tuples conntrack still
-        holds, from the dump just fed) marks allowed connections missing from it as ended."""
+        holds, from the dump just fed) marks allowed connections missing from it as ended;
+        ``complete`` gives each record's pending trace and Service (see the module)."""
         records = []
         for map_key, flow in list(self._flows.items()):
             allowed_and_tracked = flow.action == "allow" and flow.seen_in_conntrack
@@ -246,7 +279,7 @@ class FlowCollector:
                 and not flow.ended
             )
             if not idle:  # a connection that did nothing in the interval is not reported
-                records.append(self._record(flow, int(start), int(end)))
+                records.append(self._record(flow, int(start), int(end), complete))
             flow.counted = flow.current
             flow.started_in_interval = False
             flow.denied_packets = flow.denied_bytes = 0
@@ -254,7 +287,9 @@ class FlowCollector:
                 del self._flows[map_key]
         return records
 
-    def _record(self, flow: _Flow, start: int, end: int) -> FlowRecord:
+    def _record(
+        self, flow: _Flow, start: int, end: int, complete: Completer | None = None
+    ) -> FlowRecord:
         protocol, source, sport, destination, dport = flow.key
         src, dst = self.lookup(source), self.lookup(destination)
         local_is_source = flow.direction == "egress"
@@ -279,6 +314,8 @@ class FlowCollector:
                 packets_out,
                 bytes_out,
             )
+        enforced = tuple(hit.text(i) for i, hit in enumerate(flow.hits))
+        pending, service = (None, None) if complete is None else complete(flow.direction, flow.key)
         return FlowRecord(
             start_time=start,
             end_time=end,
@@ -299,7 +336,12 @@ class FlowCollector:
             dest_namespace=dst.namespace,
             dest_type=dst.type,
             dest_labels=dst.labels,
-            enforced_policies=tuple(hit.text(i) for i, hit in enumerate(flow.hits)),
+            dest_service_namespace=service.namespace if service else "-",
+            dest_service_name=service.name if service else "-",
+            dest_service_port=service.port_name if service else "-",
+            dest_service_port_num=service.port if service else None,
+            enforced_policies=enforced,
+            pending_policies=enforced if pending is None else pending,
             bytes_in=bytes_in,
             bytes_out=bytes_out,
             packets_in=packets_in,

@@ -14,6 +14,7 @@ strings, ClusterNetworkPolicy tiers); older forms are accepted on input.
 from ._batch import Connectivity, FlowBatch, batch_verdicts, connectivity
 from ._cluster import BUILTIN_TIERS, POLICY_KINDS, Cluster
 from ._evaluate import PROFILE_TIER, PolicyEngine, TierPolicies
+from ._flowtrace import STAGED_POLICY_KINDS, FlowTracer, ServiceHit, live_documents
 from ._matrix import Matrix, Probe, reachability_matrix
 from ._translate import TranslationError
 from ._types import (
@@ -37,6 +38,7 @@ __all__ = [
     "BUILTIN_TIERS",
     "POLICY_KINDS",
     "PROFILE_TIER",
+    "STAGED_POLICY_KINDS",
     "Action",
     "Cluster",
     "CompiledPolicy",
@@ -47,18 +49,21 @@ __all__ = [
     "Endpoint",
     "Flow",
     "FlowBatch",
+    "FlowTracer",
     "Hit",
     "Matrix",
     "Outcome",
     "PolicyEngine",
     "PolicyKind",
     "Probe",
+    "ServiceHit",
     "TierPolicies",
     "TraceStep",
     "TranslationError",
     "Verdict",
     "batch_verdicts",
     "connectivity",
+    "live_documents",
     "protocol_name",
     "protocol_number",
     "reachability_matrix",

@@ -1,0 +1,615 @@
+"""SecLang operators (``@rx``, ``@pm``, …) with the semantics of libmodsecurity3 (ModSecurity v3).
+
+Every operator is compiled once (:func:`compile_operator`) into an object whose ``match`` takes
+a value (a ``str`` whose code points are bytes) and returns ``None`` or the captures ModSecurity
+would store in ``TX.0``…``TX.n`` when the rule has ``capture``:
+
+- ``@rx``: element 0 the whole match, then every group up to the last one that took part (a
+  group that did not take part yields ``""``; v3 leaves its TX variable untouched);
+- ``@pm``/``@pmFromFile``: the phrase found; ``@detectSQLi``: the libinjection fingerprint;
+  ``@contains``/``@beginsWith``/``@endsWith``/``@containsWord``/``@strmatch``: the argument;
+- everything else: the value itself.
+
+An empty tuple means "matched without captures" (v3's ``@rx`` with an empty pattern).
+
+Regular expressions are PCRE2 in byte mode with ``DOTALL | MULTILINE`` and the JIT, as v3
+compiles them; phrase matching is an Aho-Corasick automaton over ASCII-lower-cased text, like
+v3's ``acmp`` in case-insensitive mode.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import ahocorasick
+import libinjection
+import pcre2
+from pcre2 import _cy as _pcre2_cy
+
+__all__ = ["Operator", "OperatorError", "compile_operator", "operator_names"]
+
+Captures = tuple[str, ...]
+
+
+class OperatorError(ValueError):
+    """Unknown operator or an argument it cannot compile (the reason is in the message)."""
+
+
+class Operator(Protocol):
+    name: str
+
+    def match(self, value: str) -> Captures | None: ...
+
+
+# --------------------------------------------------------------------------- helpers
+
+_ASCII_LOWER = str.maketrans(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+    "abcdefghijklmnopqrstuvwxyz",
+)
+_C_INTEGER = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)")
+_LLONG_MIN, _LLONG_MAX = -(2**63), 2**63 - 1
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+
+
+def _ascii_lower(value: str) -> str:
+    return value.lower() if value.isascii() else value.translate(_ASCII_LOWER)
+
+
+def _atoll(text: str) -> int:
+    """C ``atoll``: leading blanks, a sign, digits; 0 without digits, clamped on overflow."""
+    found = _C_INTEGER.match(text)
+    if found is None:
+        return 0
+    return max(_LLONG_MIN, min(_LLONG_MAX, int(found.group(1))))
+
+
+def _stoi(text: str) -> int:
+    """``std::stoi`` where any failure (no digits, out of ``int`` range) counts as 0."""
+    found = _C_INTEGER.match(text)
+    if found is None:
+        return 0
+    number = int(found.group(1))
+    return number if _INT_MIN <= number <= _INT_MAX else 0
+
+
+def _to_bytes(text: str) -> bytes:
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        # An argument decoded as UTF-8 by a caller: its bytes are the UTF-8 encoding.
+        return text.encode("utf-8")
+
+
+class _RawBytes(str):
+    """A ``str`` whose ``encode()`` yields its code points as bytes.
+
+    The libinjection binding encodes its argument as UTF-8; v3 hands libinjection the raw
+    bytes, so values with bytes ≥ 0x80 go through this wrapper to keep them single bytes.
+    """
+
+    __slots__ = ()
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return str.encode(self, "latin-1")
+
+
+def _raw(value: str) -> str:
+    return value if value.isascii() else _RawBytes(value)
+
+
+def _read_data_file(data_dir: Path, argument: str) -> list[str]:
+    """Lines of the (space-separated) files named by ``argument``, relative to ``data_dir``."""
+    names = argument.split()
+    if not names:
+        raise OperatorError("no file name given")
+    lines: list[str] = []
+    for name in names:
+        if name.startswith(("https://", "http://")):
+            raise OperatorError(f"remote data files are not supported: {name}")
+        path = Path(name)
+        if not path.is_absolute():
+            path = data_dir / path
+        try:
+            content = path.read_bytes().decode("latin-1")
+        except OSError as error:
+            raise OperatorError(f"cannot read {path}: {error.strerror}") from None
+        lines.extend(content.split("\n"))
+        if lines and lines[-1] == "":
+            lines.pop()
+    return lines
+
+
+# --------------------------------------------------------------------------- @rx
+
+# DOTALL | MULTILINE and no UTF: the options ModSecurity v3 passes to pcre2_compile. The Python
+# binding adds ALT_BSUX (which turns "\\x{ff}" into a literal "x{ff}" and is used by the CRS) and
+# NEVER_BACKSLASH_C; both are switched off again so patterns mean what they mean to v3.
+_RX_FLAGS = pcre2.DOTALL | pcre2.MULTILINE
+_PCRE2_ALT_BSUX = 0x00000002
+_PCRE2_NEVER_BACKSLASH_C = 0x00100000
+_MATCH_CONTEXT = pcre2._EMPTY_MATCH_CONTEXT
+
+
+def compile_pcre(pattern: bytes) -> pcre2.Pattern:
+    """Compile and JIT ``pattern`` with v3's options (raises ``pcre2.PatternError``)."""
+    code = _pcre2_cy.compile(pattern, _RX_FLAGS, _PCRE2_ALT_BSUX | _PCRE2_NEVER_BACKSLASH_C)
+    _pcre2_cy.jit_compile(code)
+    return pcre2.Pattern(code, pattern, _RX_FLAGS, True, None)
+
+
+class Rx:
+    __slots__ = ("_code", "_groups", "_pattern", "argument", "name")
+
+    def __init__(self, argument: str) -> None:
+        self.name = "rx"
+        self.argument = argument
+        try:
+            self._pattern = compile_pcre(_to_bytes(argument))
+        except Exception as error:  # PatternError, LibraryError (JIT)
+            raise OperatorError(f"cannot compile regular expression: {error}") from None
+        self._code = self._pattern._pcre2_code
+        self._groups: int = self._pattern.groups
+
+    def match(self, value: str) -> Captures | None:
+        data = value.encode("latin-1")
+        try:
+            # The binding's low-level call skips building a Match object; almost every
+            # evaluation is a miss, and only a hit pays for the second, capturing search.
+            found, _offset, _options = _pcre2_cy.match(
+                self._code, data, len(data), 0, _MATCH_CONTEXT, 0
+            )
+            if found is None:
+                return None
+            captured = self._pattern.search(data)
+        except Exception:
+            # Match or JIT-stack limits: v3 treats a failed pcre2_match as "no match".
+            return None
+        if captured is None:
+            return None
+        if not self._groups:
+            return (captured.group(0).decode("latin-1"),)
+        groups = captured.group(*range(self._groups + 1))
+        last = len(groups)
+        while last > 1 and groups[last - 1] is None:
+            last -= 1
+        return tuple("" if group is None else group.decode("latin-1") for group in groups[:last])
+
+
+class _EmptyRx:
+    """``@rx`` with an empty pattern: v3 reports a match without touching TX."""
+
+    __slots__ = ("name",)
+
+    def __init__(self) -> None:
+        self.name = "rx"
+
+    def match(self, value: str) -> Captures | None:
+        return ()
+
+
+# --------------------------------------------------------------------------- @pm, @pmFromFile
+
+_PM_ESCAPABLE = frozenset(':;\\"')
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+
+def parse_pm_phrases(argument: str) -> list[str]:
+    """Phrases of an ``@pm`` argument: optional surrounding quotes, ``|hex|`` bytes, ``\\``
+    escapes of ``: ; \\ "``, then split on whitespace (v3's ``parse_pm_content`` + split)."""
+    content = argument.lstrip(" \t")
+    if len(content) >= 2 and content[0] == '"' and content[-1] == '"':
+        content = content[1:-1]
+    if not content:
+        return []
+    out: list[str] = []
+    in_hex = False
+    escaped = False
+    pending = ""
+    for char in content:
+        if char == "|":
+            in_hex = not in_hex
+        elif not escaped and char == "\\":
+            escaped = True
+        elif in_hex:
+            if char in _HEX_DIGITS:
+                pending += char
+                if len(pending) == 2:
+                    out.append(chr(int(pending, 16)))
+                    pending = ""
+        elif escaped:
+            if char not in _PM_ESCAPABLE:
+                # v3 gives up on the whole argument and splits it as written.
+                return argument.split()
+            out.append(char)
+            escaped = False
+        else:
+            out.append(char)
+    return "".join(out).split()
+
+
+class Pm:
+    __slots__ = ("_automaton", "argument", "name")
+
+    def __init__(self, name: str, argument: str, phrases: list[str]) -> None:
+        self.name = name
+        self.argument = argument
+        automaton = ahocorasick.Automaton()
+        for phrase in phrases:
+            if phrase:
+                key = _ascii_lower(phrase)
+                if key not in automaton:
+                    automaton.add_word(key, phrase)
+        self._automaton: ahocorasick.Automaton | None = None
+        if len(automaton):
+            automaton.make_automaton()
+            self._automaton = automaton
+
+    def match(self, value: str) -> Captures | None:
+        if self._automaton is None or not value:
+            return None
+        for _end, phrase in self._automaton.iter(_ascii_lower(value)):
+            return (str(phrase),)
+        return None
+
+
+def _pm_file_phrases(data_dir: Path, argument: str) -> list[str]:
+    phrases = []
+    for line in _read_data_file(data_dir, argument):
+        # Comment: a '#' preceded only by blanks; empty lines are skipped too.
+        if not line or line.lstrip(" \t\n\v\f\r").startswith("#"):
+            continue
+        phrases.append(line)
+    return phrases
+
+
+# --------------------------------------------------------------------------- string operators
+
+
+class _StringOperator:
+    """An operator comparing the value with its (fixed) argument."""
+
+    __slots__ = ("_test", "argument", "name")
+
+    def __init__(self, name: str, argument: str, test: Callable[[str, str], Captures | None]):
+        self.name = name
+        self.argument = argument
+        self._test = test
+
+    def match(self, value: str) -> Captures | None:
+        return self._test(value, self.argument)
+
+
+def _streq(value: str, argument: str) -> Captures | None:
+    return (value,) if value == argument else None
+
+
+def _contains(value: str, argument: str) -> Captures | None:
+    return (argument,) if argument in value else None
+
+
+def _strmatch(value: str, argument: str) -> Captures | None:
+    return (argument,) if argument in value else None
+
+
+def _begins_with(value: str, argument: str) -> Captures | None:
+    return (argument,) if value.startswith(argument) else None
+
+
+def _ends_with(value: str, argument: str) -> Captures | None:
+    return (argument,) if value.endswith(argument) else None
+
+
+def _within(value: str, argument: str) -> Captures | None:
+    # v3 searches the argument for the value as a C string (up to its first NUL).
+    if not value:
+        return (value,)
+    return (value,) if value.partition("\x00")[0] in argument else None
+
+
+def _is_letter(char: str) -> bool:
+    return ("A" <= char <= "Z") or ("a" <= char <= "z")
+
+
+def _contains_word(value: str, argument: str) -> Captures | None:
+    """The argument bounded by non-letters (v3 only treats ASCII letters as word characters)."""
+    if not argument:
+        return (argument,)
+    if not value:
+        return None
+    if value == argument:
+        return (argument,)
+    size = len(argument)
+    position = value.find(argument)
+    while position >= 0:
+        before_ok = position == 0 or not _is_letter(value[position - 1])
+        after = position + size
+        after_ok = after >= len(value) or not _is_letter(value[after])
+        if position == 0:
+            # v3 at offset 0 demands a non-letter after the word, even at the end of the value.
+            if after < len(value) and after_ok:
+                return (argument,)
+        elif before_ok and after_ok:
+            return (argument,)
+        position = value.find(argument, position + 1)
+    return None
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+class _Numeric:
+    __slots__ = ("_compare", "_limit", "argument", "name")
+
+    def __init__(self, name: str, argument: str) -> None:
+        self.name = name
+        self.argument = argument
+        # v3: @eq converts both sides with std::stoi (errors → 0), the others with atoll.
+        convert = _stoi if name == "eq" else _atoll
+        self._limit = convert(argument)
+        comparisons: dict[str, Callable[[int, int], bool]] = {
+            "eq": int.__eq__,
+            "ge": int.__ge__,
+            "gt": int.__gt__,
+            "le": int.__le__,
+            "lt": int.__lt__,
+        }
+        test = comparisons[name]
+        limit = self._limit
+        self._compare: Callable[[str], bool] = lambda value: test(convert(value), limit)
+
+    def match(self, value: str) -> Captures | None:
+        return (value,) if self._compare(value) else None
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _byte_range_class(argument: str) -> str:
+    """The allowed bytes of ``@validateByteRange 9,10,13,32-126`` as a regex class body."""
+    allowed = [False] * 256
+    for part in argument.split(","):
+        start_text, dash, end_text = part.partition("-")
+        start = _stoi_strict(start_text)
+        if not dash:
+            if start is not None and 0 <= start <= 255:
+                allowed[start] = True
+            continue
+        end = _stoi_strict(end_text)
+        # v3 ignores a malformed or out-of-range piece (it logs and carries on).
+        if start is None or end is None or not (0 <= start <= end <= 255):
+            continue
+        for code in range(start, end + 1):
+            allowed[code] = True
+    return "".join(re.escape(chr(code)) for code in range(256) if allowed[code])
+
+
+def _stoi_strict(text: str) -> int | None:
+    found = _C_INTEGER.match(text)
+    return None if found is None else int(found.group(1))
+
+
+class ValidateByteRange:
+    __slots__ = ("_outside", "argument", "name")
+
+    def __init__(self, argument: str) -> None:
+        self.name = "validateByteRange"
+        self.argument = argument
+        allowed = _byte_range_class(argument)
+        self._outside = re.compile(f"[^{allowed}]" if allowed else "[\\x00-\\xff]")
+
+    def match(self, value: str) -> Captures | None:
+        return (value,) if self._outside.search(value) else None
+
+
+_BAD_URL_ESCAPE = re.compile(r"%(?![0-9a-fA-F]{2})")
+
+
+def _validate_url_encoding(value: str, _argument: str) -> Captures | None:
+    """A ``%`` not followed by two hex digits (including one too close to the end)."""
+    if "%" not in value:
+        return None
+    return (value,) if _BAD_URL_ESCAPE.search(value) else None
+
+
+def _utf8_error(data: bytes) -> bool:
+    """v3's UTF-8 validation: missing or bad continuation bytes, invalid lead bytes, leads
+    ≥ 0xF5, surrogates and overlong forms are errors (code points above U+10FFFF reachable
+    with 0xF4 are not)."""
+    size = len(data)
+    i = 0
+    while i < size:
+        lead = data[i]
+        if lead < 0x80:
+            i += 1
+            continue
+        if lead & 0xE0 == 0xC0:
+            length, code = 2, lead & 0x1F
+        elif lead & 0xF0 == 0xE0:
+            length, code = 3, lead & 0x0F
+        elif lead & 0xF8 == 0xF0:
+            if lead >= 0xF5:
+                return True
+            length, code = 4, lead & 0x07
+        else:
+            return True
+        if size - i < length:
+            return True
+        for byte in data[i + 1 : i + length]:
+            if byte & 0xC0 != 0x80:
+                return True
+            code = (code << 6) | (byte & 0x3F)
+        if 0xD800 <= code <= 0xDFFF or code < (0x80, 0x800, 0x10000)[length - 2]:
+            return True
+        i += length
+    return False
+
+
+def _validate_utf8_encoding(value: str, _argument: str) -> Captures | None:
+    if value.isascii():
+        return None
+    data = value.encode("latin-1")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        # Python's decoder is stricter above U+10FFFF: ask the exact v3 rules.
+        return (value,) if _utf8_error(data) else None
+    return None
+
+
+# --------------------------------------------------------------------------- @ipMatch
+
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _parse_networks(entries: list[str]) -> tuple[_Network, ...]:
+    networks: list[_Network] = []
+    for entry in entries:
+        for token in entry.split(","):
+            token = token.strip(" \t\r\n")
+            if not token:
+                continue
+            try:
+                networks.append(ipaddress.ip_network(token, strict=False))
+            except ValueError:
+                raise OperatorError(f"invalid IP address or network: {token!r}") from None
+    return tuple(networks)
+
+
+class IpMatch:
+    __slots__ = ("_v4", "_v6", "argument", "name")
+
+    def __init__(self, name: str, argument: str, entries: list[str]) -> None:
+        self.name = name
+        self.argument = argument
+        networks = _parse_networks(entries)
+        self._v4 = tuple(net for net in networks if isinstance(net, ipaddress.IPv4Network))
+        self._v6 = tuple(net for net in networks if isinstance(net, ipaddress.IPv6Network))
+
+    def match(self, value: str) -> Captures | None:
+        try:
+            address = ipaddress.ip_address(value.strip())
+        except ValueError:
+            return None
+        networks: tuple[_Network, ...] = (
+            self._v4 if isinstance(address, ipaddress.IPv4Address) else self._v6
+        )
+        for network in networks:
+            if address in network:
+                return (value,)
+        return None
+
+
+def _ip_file_entries(data_dir: Path, argument: str) -> list[str]:
+    return [line.partition("#")[0] for line in _read_data_file(data_dir, argument)]
+
+
+# --------------------------------------------------------------------------- libinjection
+
+
+def _detect_sqli(value: str, _argument: str) -> Captures | None:
+    result = libinjection.is_sql_injection(_raw(value))
+    if result["is_sqli"]:
+        fingerprint = result["fingerprint"]
+        if isinstance(fingerprint, bytes):
+            fingerprint = fingerprint.decode("latin-1")
+        return (str(fingerprint),)
+    return None
+
+
+def _detect_xss(value: str, _argument: str) -> Captures | None:
+    return (value,) if libinjection.is_xss(_raw(value))["is_xss"] else None
+
+
+def _unconditional_match(value: str, _argument: str) -> Captures | None:
+    return (value,)
+
+
+def _no_match(_value: str, _argument: str) -> Captures | None:
+    return None
+
+
+# --------------------------------------------------------------------------- registry
+
+_CANONICAL = {
+    name.lower(): name
+    for name in (
+        "rx",
+        "pm",
+        "pmFromFile",
+        "streq",
+        "contains",
+        "containsWord",
+        "strmatch",
+        "beginsWith",
+        "endsWith",
+        "within",
+        "eq",
+        "ge",
+        "gt",
+        "le",
+        "lt",
+        "validateByteRange",
+        "validateUrlEncoding",
+        "validateUtf8Encoding",
+        "ipMatch",
+        "ipMatchFromFile",
+        "detectSQLi",
+        "detectXSS",
+        "unconditionalMatch",
+        "noMatch",
+    )
+}
+_ALIASES = {"pmf": "pmFromFile", "ipmatchf": "ipMatchFromFile"}
+
+_SIMPLE: dict[str, Callable[[str, str], Captures | None]] = {
+    "streq": _streq,
+    "contains": _contains,
+    "containsWord": _contains_word,
+    "strmatch": _strmatch,
+    "beginsWith": _begins_with,
+    "endsWith": _ends_with,
+    "within": _within,
+    "validateUrlEncoding": _validate_url_encoding,
+    "validateUtf8Encoding": _validate_utf8_encoding,
+    "detectSQLi": _detect_sqli,
+    "detectXSS": _detect_xss,
+    "unconditionalMatch": _unconditional_match,
+    "noMatch": _no_match,
+}
+
+
+def compile_operator(name: str, argument: str, *, data_dir: Path) -> Operator:
+    """Compile ``@name argument`` (``name`` without ``@``, any case; negation is the caller's).
+
+    ``data_dir`` is where relative file names of ``@pmFromFile``/``@ipMatchFromFile`` live.
+    Raises :class:`OperatorError` for an unknown operator or an argument it cannot use.
+    """
+    key = name.lower()
+    canonical = _ALIASES.get(key) or _CANONICAL.get(key)
+    if canonical is None:
+        raise OperatorError(f"unsupported operator @{name}")
+    if canonical == "rx":
+        return Rx(argument) if argument else _EmptyRx()
+    if canonical == "pm":
+        return Pm("pm", argument, parse_pm_phrases(argument))
+    if canonical == "pmFromFile":
+        return Pm("pmFromFile", argument, _pm_file_phrases(data_dir, argument))
+    if canonical in ("eq", "ge", "gt", "le", "lt"):
+        return _Numeric(canonical, argument)
+    if canonical == "validateByteRange":
+        return ValidateByteRange(argument)
+    if canonical == "ipMatch":
+        return IpMatch("ipMatch", argument, [argument])
+    if canonical == "ipMatchFromFile":
+        return IpMatch("ipMatchFromFile", argument, _ip_file_entries(data_dir, argument))
+    return _StringOperator(canonical, argument, _SIMPLE[canonical])
+
+
+def operator_names() -> tuple[str, ...]:
+    """Canonical names of every supported operator (aliases ``pmf`` and ``ipMatchF`` too)."""
+    return (*sorted(_CANONICAL.values()), "pmf", "ipMatchF")

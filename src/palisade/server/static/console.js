@@ -139,6 +139,85 @@ async function showWhatIf() {
   $("details-body").replaceChildren(table);
 }
 
+// Security events: newest first, with triage (acknowledge, dismiss) and, for a WAF event,
+// an exclusion of its rules for the request's path in the workload's WebApplicationFirewall.
+async function post(path, body) {
+  const response = await fetch(`/api/v1/${path}`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (!response.ok) throw new Error(`${path}: ${response.status} ${await response.text()}`);
+  return response.json();
+}
+
+async function countEvents() {
+  const found = await getJSON("events", { limit: 1000 });
+  const fresh = found.events.filter((e) => !e.acknowledged).length;
+  $("event-count").textContent = fresh ? `(${fresh} new)` : "";
+}
+
+function eventRow(body, event) {
+  const row = body.insertRow();
+  row.dataset.id = event.id;
+  row.className = event.acknowledged ? "acknowledged" : "new";
+  const record = event.record || {};
+  const rules = (record.rules || []).map((r) => `${r.id} ${r.msg}`).join("\n");
+  const cells = [
+    new Date(event.time * 1000).toLocaleTimeString(), event.type, String(event.severity),
+    event.source_ip || event.source_name || "-",
+    event.dest_name ? `${event.dest_namespace}/${event.dest_name}` : (event.dest_ip || event.host || "-"),
+    (event.mitre_ids || []).join(" ") + (event.mitre_tactic ? ` (${event.mitre_tactic})` : ""),
+    event.description,
+  ];
+  cells.forEach((value, index) => {
+    const cell = row.insertCell();
+    cell.textContent = value;
+    if (index === 6) {
+      cell.title = [record.request_line || "", rules].join("\n");
+      if (record.request_line) {
+        const line = document.createElement("code");
+        line.textContent = record.request_line;
+        cell.append(document.createElement("br"), line);
+      }
+    }
+  });
+  const actions = row.insertCell();
+  const button = (label, action) => {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.textContent = label;
+    b.dataset.action = label;
+    b.addEventListener("click", () => action().then(showEvents).catch(report));
+    actions.append(b);
+  };
+  if (!event.acknowledged) button("acknowledge", () => post(`events/${event.id}/acknowledge`));
+  button("dismiss", () => post(`events/${event.id}/dismiss`));
+  if (event.type === "waf") {
+    button("exclude rule here", async () => {
+      const result = await post(`events/${event.id}/exclusion?scope=path`);
+      $("status").textContent = `exclusion added to ${result.applied}`;
+    });
+  }
+}
+
+async function showEvents() {
+  const found = await getJSON("events", { limit: 500 });
+  $("details-title").textContent = `Security events: ${found.events.length}`;
+  const table = document.createElement("table");
+  table.className = "flows events";
+  const head = ["time", "type", "severity", "source", "target", "ATT&CK", "what", ""];
+  table.createTHead().insertRow().append(...head.map((h) => {
+    const cell = document.createElement("th");
+    cell.textContent = h;
+    return cell;
+  }));
+  const body = table.createTBody();
+  found.events.forEach((event) => eventRow(body, event));
+  $("details-body").replaceChildren(table);
+  await countEvents();
+}
+
 function start() {
   state.cy = cytoscape({
     container: $("graph"),
@@ -165,9 +244,11 @@ function start() {
   state.cy.on("tap", "edge", (event) => showEdge(event.target).catch(report));
   $("refresh").addEventListener("click", () => draw().catch(report));
   $("whatif").addEventListener("click", () => showWhatIf().catch(report));
+  $("events").addEventListener("click", () => showEvents().catch(report));
   $("window").addEventListener("change", () => draw().catch(report));
-  window.palisade = { state, draw, showEdge };
+  window.palisade = { state, draw, showEdge, showEvents };
   draw().catch(report);
+  countEvents().catch(report);
 }
 
 function report(error) {

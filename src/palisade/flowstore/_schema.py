@@ -138,19 +138,54 @@ def valid_row(row: str = "r") -> str:
 #: Rows whose required fields are present and valid (``r`` is the staged struct).
 VALID_ROW: Final = valid_row("r")
 
+
+def _field_reasons(p: str) -> str:
+    """The ``WHEN … THEN`` arms naming a record's first invalid required field (``p``: the
+    prefix of its fields, such as ``r.``), ending with ``ELSE``."""
+    return f"""  WHEN {p}start_time IS NULL THEN 'start_time: missing or not an integer'
+  WHEN {p}end_time IS NULL THEN 'end_time: missing or not an integer'
+  WHEN {p}action IS NULL THEN 'action: missing'
+  WHEN {p}action NOT IN ('allow', 'deny') THEN 'action: ' || {p}action || ' is not allow or deny'
+  WHEN {p}reporter IS NULL THEN 'reporter: missing'
+  WHEN {p}reporter NOT IN ('src', 'dst', 'fwd')
+    THEN 'reporter: ' || {p}reporter || ' is not src, dst or fwd'
+  WHEN {p}proto IS NULL OR {p}proto = '' THEN 'proto: missing'
+  WHEN coalesce({p}source_type, 'net') NOT IN ('wep', 'hep', 'ns', 'net')
+    THEN 'source_type: ' || {p}source_type || ' is not wep, hep, ns or net'
+  ELSE 'dest_type: ' || {p}dest_type || ' is not wep, hep, ns or net'
+"""
+
+
 #: Why a staged row is malformed (``bad_line`` is its text, ``r`` its parsed struct).
-MALFORMED_REASON: Final = """CASE
-  WHEN r IS NULL THEN 'not valid JSON'
-  WHEN json_type(bad_line) <> 'OBJECT' THEN 'not a JSON object'
-  WHEN r.start_time IS NULL THEN 'start_time: missing or not an integer'
-  WHEN r.end_time IS NULL THEN 'end_time: missing or not an integer'
-  WHEN r.action IS NULL THEN 'action: missing'
-  WHEN r.action NOT IN ('allow', 'deny') THEN 'action: ' || r.action || ' is not allow or deny'
-  WHEN r.reporter IS NULL THEN 'reporter: missing'
-  WHEN r.reporter NOT IN ('src', 'dst', 'fwd')
-    THEN 'reporter: ' || r.reporter || ' is not src, dst or fwd'
-  WHEN r.proto IS NULL OR r.proto = '' THEN 'proto: missing'
-  WHEN coalesce(r.source_type, 'net') NOT IN ('wep', 'hep', 'ns', 'net')
-    THEN 'source_type: ' || r.source_type || ' is not wep, hep, ns or net'
-  ELSE 'dest_type: ' || r.dest_type || ' is not wep, hep, ns or net'
-END"""
+MALFORMED_REASON: Final = (
+    "CASE\n  WHEN r IS NULL THEN 'not valid JSON'\n"
+    "  WHEN json_type(bad_line) <> 'OBJECT' THEN 'not a JSON object'\n"
+    + _field_reasons("r.")
+    + "END"
+)
+
+#: Why a row of an Arrow batch (the table's own columns) is not a valid record.
+ARROW_INVALID_REASON: Final = (
+    "CASE\n  WHEN extra IS NOT NULL AND NOT json_valid(extra) THEN 'extra: not a JSON text'\n"
+    + _field_reasons("")
+    + "END"
+)
+
+#: The Arrow type of each DuckDB column type: what agents send (``FlowStore.ingest_arrow``).
+ARROW_TYPE_NAMES: Final[dict[str, str]] = {
+    "BIGINT": "int64",
+    "INTEGER": "int32",
+    "VARCHAR": "string",
+    "VARCHAR[]": "list<string>",
+    "JSON": "string",
+}
+
+#: Columns an Arrow batch must have (the others default as in ``COLUMNS``).
+REQUIRED_COLUMNS: Final = ("start_time", "end_time", "action", "reporter", "proto")
+
+
+def column_value(name: str) -> str:
+    """The SQL expression for column ``name`` of a flat source (an Arrow batch conformed to
+    :func:`palisade.flowstore._arrow.arrow_schema`): the value, or its default when NULL."""
+    default = dict((n, d) for n, _, d in COLUMNS)[name]
+    return f"coalesce({name}, {default})" if default is not None else name

@@ -21,8 +21,10 @@ import duckdb
 from palisade.flows import FlowFormat, FlowRecord, Malformed, Skipped, iter_flows
 from palisade.flows._import import detect_format
 
+from ._arrow import ArrowBatchError, conform, read_batch
 from ._graph import COUNTED_ONCE, GraphNode, node_for, node_predicate
 from ._schema import (
+    ARROW_INVALID_REASON,
     COLUMN_NAMES,
     DDL,
     MALFORMED_REASON,
@@ -32,6 +34,7 @@ from ._schema import (
     ROLLUP_SUMS,
     SCHEMA_VERSION,
     VALID_ROW,
+    column_value,
     json_structure,
     staged_value,
     valid_row,
@@ -112,6 +115,13 @@ class FlowStore:
             " ELSE error('a line is not a valid flow-log record') END"
         )
         self._rollup_direct = _rollup_insert("flows", "rowid > ?")
+        arrow_columns = ", ".join(f"{column_value(name)} AS {name}" for name in COLUMN_NAMES)
+        self._insert_arrow = (
+            f"INSERT INTO flows ({', '.join(COLUMN_NAMES)}) SELECT {arrow_columns}"
+            f" FROM arrow_batch WHERE CASE WHEN {valid_row(row='')} THEN true"
+            " ELSE error('a row is not a valid flow-log record') END"
+        )
+        self._rollup_arrow = _rollup_insert(f"(SELECT {arrow_columns} FROM arrow_batch)", "true")
         with self._lock:
             self._rollup_rows = self._scalar("SELECT count(*) FROM edge_rollup")
             if self._rollup_rows == 0 and self._scalar("SELECT count(*) FROM flows"):
@@ -193,6 +203,129 @@ class FlowStore:
             duplicate=result.duplicate,
             skipped=skipped,
         )
+
+    def ingest_arrow(self, source: Any, *, batch_id: str | None = None) -> IngestResult:
+        """Store a batch of flow records in Arrow form: a ``pyarrow.Table`` or
+        ``RecordBatch``, the bytes of an Arrow IPC stream, or the path of a file holding one,
+        with Calico's field names as columns (see :mod:`palisade.flowstore._arrow`).
+
+        The batch goes in whole, in one transaction with its batch id, or not at all: a batch
+        that is not an IPC stream, has columns the schema does not know or of the wrong kind,
+        or a row that is not a valid record (a required field missing, an action that is not
+        allow or deny, …) raises :class:`ArrowBatchError` naming the first problem, and
+        nothing is stored. A batch id already stored is acknowledged with ``duplicate=True``.
+        """
+        (outcome,) = self.ingest_arrow_batches([(batch_id, source)])
+        if isinstance(outcome, ArrowBatchError):
+            raise outcome
+        return outcome
+
+    def ingest_arrow_batches(
+        self, batches: Sequence[tuple[str | None, Any]]
+    ) -> list[IngestResult | ArrowBatchError]:
+        """Several Arrow batches (``(batch_id, source)`` as for :meth:`ingest_arrow`) in one
+        transaction — the server's group commit: one commit, one rollup append and one scan
+        for many agents' batches. Each batch's outcome, in order: its result, or the
+        :class:`ArrowBatchError` that kept it out (the other batches still go in)."""
+        outcomes: list[IngestResult | ArrowBatchError | None] = [None] * len(batches)
+        tables: dict[int, Any] = {}
+        for index, (_, source) in enumerate(batches):
+            try:
+                tables[index] = conform(read_batch(source))
+            except ArrowBatchError as exc:
+                outcomes[index] = exc
+        with self._lock:
+            ids = [batch_id for batch_id, _ in batches if batch_id is not None]
+            stored: set[str] = set()
+            if ids:
+                stored = {
+                    str(row[0])
+                    for row in self._connection.execute(
+                        "SELECT batch_id FROM ingest_batches WHERE list_contains(?, batch_id)",
+                        [ids],
+                    ).fetchall()
+                }
+            pending: list[int] = []
+            for index in tables:
+                batch_id = batches[index][0]
+                if batch_id is not None and batch_id in stored:
+                    outcomes[index] = IngestResult(added=0, duplicate=True)
+                    continue
+                if batch_id is not None:
+                    stored.add(batch_id)  # the same id twice in one group: the first counts
+                pending.append(index)
+            if pending:
+                try:
+                    self._insert_arrow_batches([(batches[i][0], tables[i]) for i in pending])
+                except duckdb.Error:
+                    # Some batch holds an invalid row: find which, and store the others.
+                    for index in pending:
+                        problem = self._arrow_problem(tables[index])
+                        if problem is not None:
+                            outcomes[index] = ArrowBatchError(problem)
+                    good = [i for i in pending if outcomes[i] is None]
+                    if len(good) == len(pending):
+                        raise  # not a row's fault: the store's own
+                    pending = good
+                    if pending:
+                        self._insert_arrow_batches([(batches[i][0], tables[i]) for i in pending])
+                for index in pending:
+                    outcomes[index] = IngestResult(added=tables[index].num_rows)
+        return [outcome or IngestResult(added=0) for outcome in outcomes]
+
+    def _insert_arrow_batches(self, batches: Sequence[tuple[str | None, Any]]) -> None:
+        """Conformed tables and their ids in one transaction (raises ``duckdb.Error`` on an
+        invalid row, having stored nothing)."""
+        import pyarrow as pa
+
+        connection = self._connection
+        table = pa.concat_tables([t for _, t in batches]) if len(batches) > 1 else batches[0][1]
+        now = time.time()
+        ids = [(batch_id, t.num_rows, now) for batch_id, t in batches if batch_id is not None]
+        connection.register("arrow_batch", table)
+        connection.execute("SET preserve_insertion_order = false")
+        try:
+            connection.execute("BEGIN TRANSACTION")
+            try:
+                connection.execute(self._insert_arrow)
+                row = connection.execute(self._rollup_arrow).fetchone()
+                appended = int(row[0]) if row else 0
+                if ids:
+                    connection.execute(
+                        "INSERT INTO ingest_batches SELECT unnest(?), unnest(?), unnest(?)",
+                        [[i[0] for i in ids], [i[1] for i in ids], [i[2] for i in ids]],
+                    )
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        finally:
+            connection.execute("SET preserve_insertion_order = true")
+            connection.unregister("arrow_batch")
+        self._rollup_rows += appended
+        self._rollup_appended += appended
+        if self._rollup_appended > max(50_000, self._rollup_rows // 2):
+            self._compact_rollup()
+
+    def _arrow_problem(self, table: Any) -> str | None:
+        """The first invalid row of a conformed table, as ``row N: reason`` (rows count from
+        1), with how many more there are; ``None`` if every row is valid."""
+        connection = self._connection
+        connection.register("arrow_check", table)
+        try:
+            rows = connection.execute(
+                f"SELECT row_no, {ARROW_INVALID_REASON}, count(*) OVER () FROM"
+                " (SELECT *, row_number() OVER () AS row_no FROM arrow_check)"
+                f" WHERE NOT ({valid_row(row='')}"
+                " AND (extra IS NULL OR json_valid(extra))) ORDER BY row_no LIMIT 1"
+            ).fetchall()
+        finally:
+            connection.unregister("arrow_check")
+        if not rows:
+            return None
+        row_no, reason, bad = rows[0]
+        more = f" (and {int(bad) - 1} more invalid row(s))" if int(bad) > 1 else ""
+        return f"row {int(row_no)}: {reason}{more}; nothing of the batch was stored"
 
     def batch_ingested(self, batch_id: str) -> bool:
         with self._lock:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from . import _lab, _policy, _resources, _server
+from . import _lab, _policy, _resources, _server, _waf
 from ._agent import agent
 from ._demo import demo
 from ._events import events_app
@@ -33,6 +33,7 @@ app.command(name="whatif")(whatif_command)
 app.add_typer(_lab.app, name="lab")
 app.command()(_server.server)
 app.add_typer(_server.flows_app, name="flows")
+app.add_typer(_waf.app, name="waf")
 app.add_typer(events_app, name="events")
 
 

@@ -154,6 +154,7 @@ def _result(
 # MULTIPART
 
 _C_SPACE = b" \t\n\v\f\r"
+_HEADER_NAME_OK = re.compile(rb"[\x21-\x7e]+")
 _BOUNDARY_OK = re.compile(rb"[0-9A-Za-z'()+_,\-./:=? ]*")
 _TOKEN_CHAR = frozenset(
     c for c in range(33, 127) if chr(c) not in '()<>@,;:\\"/[]?='
@@ -454,6 +455,10 @@ class _Multipart:
             self.error = "Multipart: Invalid part header (header name missing)."
             return
         hname = buf[:colon]
+        if _HEADER_NAME_OK.fullmatch(hname) is None:
+            # newer v3 releases refuse a part header name outside '!'..'~'
+            self.error = "Multipart: Invalid part header (contains invalid character)."
+            return
         hvalue = _chomp(buf[colon + 1 :].lstrip(b" \t"))
         key = hname.lower()
         if key in part.headers:

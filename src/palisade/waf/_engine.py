@@ -171,6 +171,10 @@ class Transaction:
         self._inbound_data_error = False
         self._outbound_data_error = False
         self._response_body: str | None = None
+        self._value_cache: dict[tuple[int, tuple[Target, ...]], list[tuple[str, str]]] = {}
+        self._candidate_cache: dict[tuple[int, tuple[Target, ...], int], list[tuple[str, str]]] = {}
+        self._indexes: dict[str, dict[str, Items]] = {}
+        self._removed_cache: dict[int, tuple[Target, ...]] = {}
 
     # ------------------------------------------------------------------ driving
 
@@ -235,6 +239,7 @@ class Transaction:
             if self._body.exceeded:
                 self._inbound_data_error = True
         self._scalars.clear()
+        self._indexes.clear()
         self._items.pop("ARGS", None)
         self._items.pop("ARGS_NAMES", None)
         self._items.pop("ARGS_POST", None)
@@ -268,6 +273,8 @@ class Transaction:
         if self.allow_type == "request" and phase <= 2:
             return
         self.allow_type = None
+        self._value_cache.clear()
+        self._candidate_cache.clear()
         for rule in self.ruleset.phases[phase]:
             if self.marker is not None:
                 if rule.kind == "marker" and rule.marker == self.marker:
@@ -310,36 +317,25 @@ class Transaction:
             )
         match = operator.match
         negated = link.operator_negated
-        multi = link.multi_match
-        node = link.transform_node
         capture = link.capture
-        for target in link.targets:
-            for name, value in self._values(target, link, top):
-                if multi:
-                    candidates = self._multi_values(node, value)
-                else:
-                    candidates = [self._transform(node, value)]
-                for candidate in candidates:
-                    result = match(candidate)
-                    if negated:
-                        if result is not None:
-                            continue
-                    elif result is None:
-                        continue
-                    elif capture:
-                        tx = self.tx
-                        for index, text in enumerate(result[:10]):
-                            tx[str(index)] = (str(index), text)
-                    self.matched_var = candidate
-                    self.matched_var_name = name
-                    self.matched_vars.append((name, candidate))
-                    if not state.variable:
-                        state.variable, state.value = name, candidate
-                    else:
-                        state.variable, state.value = name, candidate
-                    for setvar in link.setvars:
-                        self._setvar(setvar, top)
-                    matched = True
+        for name, candidate in self._candidates(link, top):
+            result = match(candidate)
+            if negated:
+                if result is not None:
+                    continue
+            elif result is None:
+                continue
+            elif capture:
+                tx = self.tx
+                for index, text in enumerate(result[:10]):
+                    tx[str(index)] = (str(index), text)
+            self.matched_var = candidate
+            self.matched_var_name = name
+            self.matched_vars.append((name, candidate))
+            state.variable, state.value = name, candidate
+            for setvar in link.setvars:
+                self._setvar(setvar, top)
+            matched = True
         if not matched:
             self.matched_vars = []
             self.matched_var = ""
@@ -349,6 +345,45 @@ class Transaction:
             return False
         self._after_full_match(link, top, state)
         return True
+
+    def _candidates(self, link: Rule, top: Rule) -> list[tuple[str, str]]:
+        """(variable name, value to test) pairs of a link, transformations applied.
+
+        Rules that read the same static variables share the values, and those that also
+        share the transformation chain share the transformed values (within one phase).
+        """
+        key = link.values_key
+        node = link.transform_node
+        removed = self._removed_for(top)
+        cacheable = key >= 0
+        if cacheable:
+            candidate_key = (key, removed, -1 - node if link.multi_match else node)
+            cached = self._candidate_cache.get(candidate_key)
+            if cached is not None:
+                return cached
+            values = self._value_cache.get((key, removed))
+            if values is None:
+                values = self._value_cache[key, removed] = self._collect(link, removed)
+        else:
+            values = self._collect(link, removed)
+        if link.multi_match:
+            out = [(n, c) for n, v in values for c in self._multi_values(node, v)]
+        elif node == 0:
+            out = values
+        else:
+            transform = self._transform
+            out = [(n, transform(node, v)) for n, v in values]
+        if cacheable:
+            self._candidate_cache[candidate_key] = out
+        return out
+
+    def _collect(self, link: Rule, removed: tuple[Target, ...]) -> list[tuple[str, str]]:
+        if len(link.targets) == 1:
+            return self._values(link.targets[0], link, removed)
+        out: list[tuple[str, str]] = []
+        for target in link.targets:
+            out.extend(self._values(target, link, removed))
+        return out
 
     def _after_full_match(self, link: Rule, top: Rule, state: _MessageState) -> None:
         resolve = self._resolver(top)
@@ -467,8 +502,10 @@ class Transaction:
             self.removed_tags.append(ctl.value)
         elif option == "ruleRemoveTargetById" and ctl.target is not None:
             self.removed_targets_by_id.append((ctl.ranges, ctl.target))
+            self._removed_cache.clear()
         elif option == "ruleRemoveTargetByTag" and ctl.target is not None:
             self.removed_targets_by_tag.append((ctl.value, ctl.target))
+            self._removed_cache.clear()
         elif option == "ruleEngine":
             self.mode = ctl.value
         elif option == "requestBodyProcessor":
@@ -556,50 +593,71 @@ class Transaction:
 
     # ------------------------------------------------------------------ variables
 
-    def _values(self, target: Target, link: Rule, top: Rule) -> list[tuple[str, str]]:
+    def _values(
+        self, target: Target, link: Rule, removed: tuple[Target, ...]
+    ) -> list[tuple[str, str]]:
         collection = target.collection
         if collection in _SCALAR_NAMES:
             value = self._scalar(collection)
             if target.count:
                 return [(collection, "1" if value is not None else "0")]
-            if value is None or self._target_removed(collection, None, link, top):
+            if value is None or (removed and _excluded(removed, collection, None)):
                 return []
             return [(collection, value)]
-        items = self._collection(collection)
-        if target.key is not None:
-            key = target.key
-            if collection == "XML":
-                selected = [item for item in items if item[0] == key]
-            else:
-                selected = [item for item in items if item[0].lower() == key]
-        elif target.pattern is not None:
-            search = target.pattern.search
-            selected = [item for item in items if search(item[0])]
+        selected: Items
+        key = target.key
+        if key is not None and collection == "TX":
+            entry = self.tx.get(key)
+            selected = [(entry[0], entry[1], f"TX:{entry[0]}")] if entry is not None else []
         else:
-            selected = items
+            items = self._collection(collection)
+            if key is not None:
+                if collection == "XML":
+                    selected = [item for item in items if item[0] == key]
+                else:
+                    selected = self._key_index(collection, items).get(key, [])
+            elif target.pattern is not None:
+                search = target.pattern.search
+                selected = [item for item in items if search(item[0])]
+            else:
+                selected = items
         if target.count:
             return [("&" + target.text.lstrip("&"), str(len(selected)))]
         exclusions = link.exclusions
+        if not exclusions and not removed:
+            return [(name, value) for _, value, name in selected]
         out: list[tuple[str, str]] = []
-        check_ctl = bool(self.removed_targets_by_id or self.removed_targets_by_tag)
-        for key, value, name in selected:
-            if exclusions and _excluded(exclusions, collection, key):
+        for item_key, value, name in selected:
+            if exclusions and _excluded(exclusions, collection, item_key):
                 continue
-            if check_ctl and self._target_removed(collection, key, link, top):
+            if removed and _excluded(removed, collection, item_key):
                 continue
             out.append((name, value))
         return out
 
-    def _target_removed(self, collection: str, key: str | None, link: Rule, top: Rule) -> bool:
-        for ranges, target in self.removed_targets_by_id:
-            if any(lo <= top.id <= hi for lo, hi in ranges) and _target_covers(
-                target, collection, key
-            ):
-                return True
-        for tag, target in self.removed_targets_by_tag:
-            if tag in top.tags and _target_covers(target, collection, key):
-                return True
-        return False
+    def _key_index(self, collection: str, items: Items) -> dict[str, Items]:
+        index = self._indexes.get(collection)
+        if index is None:
+            index = {}
+            for item in items:
+                index.setdefault(item[0].lower(), []).append(item)
+            if collection not in _UNCACHED:
+                self._indexes[collection] = index
+        return index
+
+    def _removed_for(self, top: Rule) -> tuple[Target, ...]:
+        """Targets that ``ctl:ruleRemoveTarget*`` took away from this rule, this transaction."""
+        if not (self.removed_targets_by_id or self.removed_targets_by_tag):
+            return ()
+        removed = self._removed_cache.get(top.id)
+        if removed is None:
+            removed = tuple(
+                target
+                for ranges, target in self.removed_targets_by_id
+                if any(lo <= top.id <= hi for lo, hi in ranges)
+            ) + tuple(target for tag, target in self.removed_targets_by_tag if tag in top.tags)
+            self._removed_cache[top.id] = removed
+        return removed
 
     def _header(self, lowered_name: str) -> str | None:
         for name, value in self.request.headers:
@@ -936,11 +994,15 @@ class WafEngine:
         self.trie = TransformationTrie()
         self.persistent: dict[str, dict[str, tuple[str, str]]] = {}
         self._macro_operators: dict[tuple[int, str], Any] = {}
+        value_keys: dict[tuple[tuple[Target, ...], tuple[Target, ...]], int] = {}
         for phase_rules in ruleset.phases.values():
             for rule in phase_rules:
                 link: Rule | None = rule
                 while link is not None:
                     link.transform_node = self.trie.node_for(link.effective_transformations)
+                    if link.targets and not any(t.collection in _UNCACHED for t in link.targets):
+                        signature = (link.targets, link.exclusions)
+                        link.values_key = value_keys.setdefault(signature, len(value_keys))
                     link = link.chain
 
     @classmethod

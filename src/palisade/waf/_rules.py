@@ -311,6 +311,7 @@ class Rule:
     transformations: tuple[str, ...] = ()  # as written, "none" included
     effective_transformations: tuple[str, ...] = ()  # after t:none and defaults
     transform_node: int = 0  # node of the engine's transformation trie
+    values_key: int = -1  # shared id of (targets, exclusions) when they are static
     msg: Macro | None = None
     logdata: Macro | None = None
     tags: tuple[str, ...] = ()

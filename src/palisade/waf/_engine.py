@@ -904,7 +904,7 @@ def _names(collection: str, items: Items) -> Items:
     return [(k, k, f"{collection}:{k}") for k, _, _ in items]
 
 
-def _excluded(exclusions: tuple[Target, ...], collection: str, key: str) -> bool:
+def _excluded(exclusions: tuple[Target, ...], collection: str, key: str | None) -> bool:
     return any(_target_covers(target, collection, key) for target in exclusions)
 
 

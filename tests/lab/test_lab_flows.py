@@ -1,8 +1,10 @@
 """Flow logs from the kernel, for real: a lab whose agents report to a running `palisade
 server`. Every probe of a run shows up in the flow store within two intervals, reported by the
 node of each end, with the action and the tier/policy/rule trace the policy engine gives for
-that flow; denied attempts carry their denying rule; and the bytes of a transfer agree with
-what the traffic generator sent."""
+that flow; denied attempts carry their denying rule; the bytes of a transfer agree with what
+the traffic generator sent; a staged policy that would deny a pair shows in the pending trace
+of that pair's records (and nowhere else) while enforcement still allows it; and flows to a
+Service's pod on its target port name the Service."""
 
 from __future__ import annotations
 
@@ -73,7 +75,34 @@ MANIFESTS = [
             "egress": [{"action": "Deny", "protocol": "TCP", "destination": {"ports": [8080]}}],
         },
     },
+    {  # a preview: would deny front → db; never enforced, seen only in pending traces
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "StagedNetworkPolicy",
+        "metadata": {"name": "db-lockdown", "namespace": "back"},
+        "spec": {
+            "order": 10,
+            "selector": "app == 'db'",
+            "types": ["Ingress"],
+            "ingress": [
+                {
+                    "action": "Deny",
+                    "protocol": "TCP",
+                    "source": {"namespaceSelector": "kubernetes.io/metadata.name == 'front'"},
+                }
+            ],
+        },
+    },
+    {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "db", "namespace": "back"},
+        "spec": {
+            "selector": {"app": "db"},
+            "ports": [{"name": "web", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    },
 ]
+STAGED_DENY = "0|default|snp:back/db-lockdown|deny|0"
 
 SEND = """
 import socket, sys
@@ -147,7 +176,7 @@ def test_flow_logs_match_probes_policies_and_bytes(
             if source != destination
             for reporter in _reporters(engine, pods, source, destination)
         }
-        if (wanted <= seen and _transfer(records, names)[0] >= 0.98 * PAYLOAD) or (
+        if (wanted <= seen and min(_transfer(records, names)) >= 0.98 * PAYLOAD) or (
             time.monotonic() > deadline
         ):
             break
@@ -172,6 +201,37 @@ def test_flow_logs_match_probes_policies_and_bytes(
         if record["reporter"] == "dst":
             assert record["action"] == ("allow" if matrix[source][destination] else "deny")
     assert not mismatches, "\n".join(mismatches)
+
+    # the pending trace: the staged policy previews a deny of front → db at db's end only
+    previewed = served = 0
+    for record in records:
+        source, destination = names.get(record["source_ip"]), names.get(record["dest_ip"])
+        if record["dest_port"] != 8080 or source is None or destination is None:
+            continue
+        policies = record["policies"]
+        where = f"{record['reporter']} {source} -> {destination}: {policies}"
+        if (record["reporter"], source, destination) == ("dst", "front/web", "back/db"):
+            verdict = engine.evaluate(_flow(pods, source, destination))
+            assert verdict.allowed and not verdict.pending_allowed
+            assert verdict.pending_ingress is not None
+            assert record["action"] == "allow", where
+            assert policies["pending_policies"] == [STAGED_DENY], where
+            assert policies["pending_policies"] == verdict.pending_ingress.policy_strings()
+            previewed += 1
+        else:
+            assert policies["pending_policies"] == policies["enforced_policies"], where
+        service = (
+            record["dest_service_namespace"],
+            record["dest_service_name"],
+            record["dest_service_port"],
+            record["dest_service_port_num"],
+        )
+        if destination == "back/db":  # 8080 is the pod's port "http", the Service's target
+            assert service == ("back", "db", "web", 80), where
+            served += 1
+        else:
+            assert service == ("-", "-", "-", None), where
+    assert previewed and served
 
     denied = [
         r for r in records if r["action"] == "deny" and names.get(r["source_ip"]) == "back/batch"

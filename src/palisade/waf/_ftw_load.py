@@ -434,6 +434,7 @@ def _parse_output(fields: _Fields) -> StageOutput:
 def go_regex_to_python(pattern: str) -> str:
     """A Go (RE2) pattern as Python ``re`` reads it: ``\\z`` is Python's ``\\Z``; Python's
     ``$`` also matches before a final newline, RE2's (without ``m``) does not."""
+    multiline = re.search(r"\(\?[a-zA-Z]*m", pattern) is not None
     out: list[str] = []
     index = 0
     in_class = False
@@ -448,7 +449,7 @@ def go_regex_to_python(pattern: str) -> str:
             in_class = True
         elif char == "]" and in_class:
             in_class = False
-        out.append(char)
+        out.append("\\Z" if char == "$" and not in_class and not multiline else char)
         index += 1
     return "".join(out)
 

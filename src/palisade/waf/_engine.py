@@ -444,14 +444,14 @@ class Transaction:
         operator = rule.operator_name[:1].upper() + rule.operator_name[1:]
         parts = [
             f"{head} Matched \"Operator `{operator}' with parameter "
-            f"`{_clip(rule.operator_arg)}' against variable `{state.variable}' "
-            f"(Value: `{_clip(state.value)}' )",
+            f"`{_esc(_clip(rule.operator_arg))}' against variable `{_esc(state.variable)}' "
+            f"(Value: `{_esc(_clip(state.value))}' )",
             f'[file "{rule.file}"]',
             f'[line "{rule.line}"]',
             f'[id "{rule.id}"]',
             f'[rev "{_esc(rule.rev)}"]',
             f'[msg "{_esc(state.msg)}"]',
-            f'[data "{_esc(state.data)}"]',
+            f'[data "{_esc(_clip(state.data))}"]',
             f'[severity "{severity if severity is not None else "0"}"]',
             f'[ver "{_esc(rule.ver)}"]',
             f'[maturity "{rule.maturity or 0}"]',
@@ -934,15 +934,20 @@ def _time_value(name: str) -> str:
     return table.get(name, "")
 
 
-_QUOTE = re.compile(r'"')
+_NEEDS_HEX = re.compile(r'[^\x20-\x7e]|["\\]')
 
 
 def _esc(text: str) -> str:
-    return _QUOTE.sub('\\"', text)
+    """Bytes outside printable ASCII, quotes and backslashes as ``\\xHH`` (v3's log)."""
+    if _NEEDS_HEX.search(text) is None:
+        return text
+    return _NEEDS_HEX.sub(lambda m: f"\\x{ord(m.group()) & 0xFF:02x}", text)
 
 
 def _clip(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]} ({len(text) - limit} characters omitted)"
 
 
 def _init_scalars() -> None:

@@ -120,8 +120,12 @@ def test_pm_is_case_insensitive_on_ascii_and_reports_the_phrase() -> None:
     assert matches("pm", "foo bar", "nothing here") is None
 
 
-def test_pm_reports_the_first_phrase_to_end() -> None:
-    assert matches("pm", "abcd bc", "xabcd") == ("bc",)
+def test_pm_reports_the_automaton_state_where_the_first_phrase_ends() -> None:
+    # v3's acmp reports the text of the state, not the phrase found through its fail link.
+    assert matches("pm", "abcd bc", "xabcd") == ("abc",)
+    assert matches("pm", "abc b", "abx") == ("ab",)
+    assert matches("pm", "bc abcd", "xbcd") == ("bc",)
+    assert matches("pm", "FooBar foo", "xFOOBAR") == ("Foo",)  # spelled like the first phrase
 
 
 def test_pm_argument_grammar() -> None:
@@ -170,6 +174,7 @@ def test_within_is_a_substring_of_the_argument() -> None:
     assert matches("within", "GET HEAD POST", "ET H") == ("ET H",)  # v3: plain substring
     assert matches("within", "GET HEAD POST", "PUT") is None
     assert matches("within", "GET", "") == ("",)  # an empty value is always within
+    assert matches("within", "GET", "\x00GET") is None
 
 
 def test_contains_word_needs_non_letters_around() -> None:
@@ -256,6 +261,7 @@ def test_ip_match_with_addresses_networks_and_ipv6() -> None:
     assert matches("ipMatch", "10.0.0.0/8, 2001:db8::/32", "10.9.8.7") is not None
     assert matches("ipMatch", "10.0.0.0/8, 2001:db8::/32", "2001:db8::5") is not None
     assert matches("ipMatch", "10.0.0.0/8", "not an address") is None
+    assert matches("ipMatch", "10.0.0.0/8", " 10.1.2.3") is None  # no trimming of the value
     with pytest.raises(OperatorError, match="999"):
         op("ipMatch", "10.0.0.999")
 

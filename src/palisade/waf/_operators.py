@@ -1,20 +1,23 @@
 """SecLang operators (``@rx``, ``@pm``, …) with the semantics of libmodsecurity3 (ModSecurity v3).
 
 Every operator is compiled once (:func:`compile_operator`) into an object whose ``match`` takes
-a value (a ``str`` whose code points are bytes) and returns ``None`` or the captures ModSecurity
-would store in ``TX.0``…``TX.n`` when the rule has ``capture``:
+a value (a ``str`` whose code points are bytes) and returns ``None`` or a tuple of captures:
 
 - ``@rx``: element 0 the whole match, then every group up to the last one that took part (a
-  group that did not take part yields ``""``; v3 leaves its TX variable untouched);
-- ``@pm``/``@pmFromFile``: the phrase found; ``@detectSQLi``: the libinjection fingerprint;
-  ``@contains``/``@beginsWith``/``@endsWith``/``@containsWord``/``@strmatch``: the argument;
-- everything else: the value itself.
+  group that did not take part yields ``""``; v3 leaves that TX variable untouched). v3 stores
+  all of them, so a pattern with more than nine groups also sets ``TX.10`` and beyond;
+- ``@pm``/``@pmFromFile``: what v3 puts in TX.0 — the text of the Aho-Corasick state where the
+  first phrase ended (usually the phrase; "abcd bc" on "xabcd" gives "abc"), spelled as in the
+  phrase list; ``@detectSQLi``: the libinjection fingerprint; ``@detectXSS``: the value;
+- every other operator: the value (``@contains``-like ones: the argument). v3 does not touch TX
+  for those even with ``capture``: :data:`SETS_TX_CAPTURES` names the operators that do.
 
-An empty tuple means "matched without captures" (v3's ``@rx`` with an empty pattern).
+An empty tuple means "matched, nothing captured" (v3's ``@rx`` with an empty pattern).
 
 Regular expressions are PCRE2 in byte mode with ``DOTALL | MULTILINE`` and the JIT, as v3
 compiles them; phrase matching is an Aho-Corasick automaton over ASCII-lower-cased text, like
-v3's ``acmp`` in case-insensitive mode.
+v3's ``acmp`` in case-insensitive mode. Behaviour was checked against the libmodsecurity3 3.0.9
+library (the reference build) by feeding both the same random values.
 """
 
 from __future__ import annotations
@@ -30,9 +33,18 @@ import libinjection
 import pcre2
 from pcre2 import _cy as _pcre2_cy
 
-__all__ = ["Operator", "OperatorError", "compile_operator", "operator_names"]
+__all__ = [
+    "SETS_TX_CAPTURES",
+    "Operator",
+    "OperatorError",
+    "compile_operator",
+    "operator_names",
+]
 
 Captures = tuple[str, ...]
+
+#: Operators whose captures v3 writes to TX.0… when the rule has the ``capture`` action.
+SETS_TX_CAPTURES = frozenset({"rx", "pm", "pmFromFile", "detectSQLi", "detectXSS"})
 
 
 class OperatorError(ValueError):
@@ -233,17 +245,17 @@ def parse_pm_phrases(argument: str) -> list[str]:
 
 
 class Pm:
-    __slots__ = ("_automaton", "argument", "name")
+    __slots__ = ("_automaton", "_longest", "_phrases", "argument", "name")
 
     def __init__(self, name: str, argument: str, phrases: list[str]) -> None:
         self.name = name
         self.argument = argument
+        self._phrases = tuple((_ascii_lower(phrase), phrase) for phrase in phrases if phrase)
+        self._longest = max((len(phrase) for _lower, phrase in self._phrases), default=0)
         automaton = ahocorasick.Automaton()
-        for phrase in phrases:
-            if phrase:
-                key = _ascii_lower(phrase)
-                if key not in automaton:
-                    automaton.add_word(key, phrase)
+        for lowered, phrase in self._phrases:
+            if lowered not in automaton:
+                automaton.add_word(lowered, phrase)
         self._automaton: ahocorasick.Automaton | None = None
         if len(automaton):
             automaton.make_automaton()
@@ -252,9 +264,24 @@ class Pm:
     def match(self, value: str) -> Captures | None:
         if self._automaton is None or not value:
             return None
-        for _end, phrase in self._automaton.iter(_ascii_lower(value)):
-            return (str(phrase),)
+        lowered = _ascii_lower(value)
+        for end, _phrase in self._automaton.iter(lowered):
+            return (self._reported_text(lowered, end),)
         return None
+
+    def _reported_text(self, lowered: str, end: int) -> str:
+        """What v3 puts in TX.0: the text of the automaton state where the first match was
+        seen, i.e. the longest suffix of the input so far that starts some phrase (not always
+        a phrase itself: "abcd bc" on "xabcd" reports "abc"), spelled like the first phrase
+        that created it."""
+        assert self._automaton is not None
+        for start in range(max(0, end + 1 - self._longest), end + 1):
+            state = lowered[start : end + 1]
+            if self._automaton.match(state):
+                for phrase_lower, phrase in self._phrases:
+                    if phrase_lower.startswith(state):
+                        return phrase[: len(state)]
+        return lowered[end : end + 1]  # not reached: the matched phrase itself is a state
 
 
 def _pm_file_phrases(data_dir: Path, argument: str) -> list[str]:
@@ -305,10 +332,9 @@ def _ends_with(value: str, argument: str) -> Captures | None:
 
 
 def _within(value: str, argument: str) -> Captures | None:
-    # v3 searches the argument for the value as a C string (up to its first NUL).
     if not value:
         return (value,)
-    return (value,) if value.partition("\x00")[0] in argument else None
+    return (value,) if value in argument else None
 
 
 def _is_letter(char: str) -> bool:
@@ -492,7 +518,7 @@ class IpMatch:
 
     def match(self, value: str) -> Captures | None:
         try:
-            address = ipaddress.ip_address(value.strip())
+            address = ipaddress.ip_address(value)
         except ValueError:
             return None
         networks: tuple[_Network, ...] = (

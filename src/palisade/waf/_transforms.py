@@ -179,17 +179,17 @@ UNICODE_MAP_20127: dict[int, str] = _load_codepage(_CODEPAGE_20127)
 _URL_UNI_ESCAPE = re.compile(r"%[uU]([0-9a-fA-F]{4})|%([0-9a-fA-F]{2})|\+")
 
 
-def _unicode_placeholder(code: int, unicode_map: dict[int, str] | None) -> str:
+def _unicode_to_byte(code: int, unicode_map: dict[int, str] | None) -> str:
     if unicode_map is not None:
         mapped = unicode_map.get(code)
         if mapped is not None:
             return mapped
+    # Not in the map: v3.0.9 keeps the low byte, shifting full-width ASCII (U+FF01..U+FF5E)
+    # onto printable ASCII. (Later v3 releases write "x" instead; the reference is 3.0.9.)
     low = code & 0xFF
-    # Full-width ASCII (U+FF01..U+FF5E) lands on the printable ASCII range; anything else that
-    # the map does not know becomes an innocent placeholder.
     if 0 < low < 0x5F and code >> 8 == 0xFF:
         return chr(low + 0x20)
-    return "x"
+    return chr(low)
 
 
 def make_url_decode_uni(unicode_map: dict[int, str] | None) -> Transformation:
@@ -198,7 +198,7 @@ def make_url_decode_uni(unicode_map: dict[int, str] | None) -> Transformation:
     def replace(match: re.Match[str]) -> str:
         wide, narrow = match.group(1, 2)
         if wide is not None:
-            return _unicode_placeholder(int(wide, 16), unicode_map)
+            return _unicode_to_byte(int(wide, 16), unicode_map)
         if narrow is not None:
             return chr(int(narrow, 16))
         return " "
@@ -639,8 +639,18 @@ _B64_STRIP = re.compile("[^A-Za-z0-9+/]")
 
 
 def base64_decode_ext(value: str) -> str:
-    """Forgiving base64: characters outside the alphabet (and ``=``) are skipped."""
-    cleaned = _B64_STRIP.sub("", value.partition("\x00")[0])
+    """Forgiving base64: characters outside the alphabet (and ``=``) are skipped, a trailing
+    partial group yields its complete bytes."""
+    if "=" in value:
+        # v3 rejects the whole input when a "=" follows 4k+1 alphabet characters.
+        valid = 0
+        for char in value:
+            if char == "=":
+                if valid % 4 == 1:
+                    return ""
+            elif char in _B64_VALUE:
+                valid += 1
+    cleaned = _B64_STRIP.sub("", value)
     usable = len(cleaned) - len(cleaned) % 4
     decoded = base64.b64decode(cleaned[:usable]) if usable else b""
     rest = cleaned[usable:]
@@ -663,14 +673,39 @@ def hex_decode(value: str) -> str:
     return "".join(chr(_x2c(value[2 * k], value[2 * k + 1])) for k in range(pairs))
 
 
-_SQL_HEX = re.compile(r"0[xX]((?:[0-9a-fA-F]{2})+)")
+_HEX_BYTES = frozenset(b"0123456789abcdefABCDEF")
 
 
 def sql_hex_decode(value: str) -> str:
-    """``0xHHHH…`` literals to their bytes."""
-    if "0" not in value:
+    """``0xHHHH…`` literals to their bytes, with v3.0.x's loop as it is: it counts input bytes
+    from one and stops when the count reaches the length, so the last byte is lost unless a
+    hex literal ends the value; it also stops at the first NUL."""
+    size = len(value)
+    if size == 0:
         return value
-    return _SQL_HEX.sub(lambda match: bytes.fromhex(match.group(1)).decode("latin-1"), value)
+    data = value.encode("latin-1") + b"\x00\x00\x00"
+    out = bytearray()
+    i = 0
+    count = 0
+    while True:
+        count += 1
+        if count >= size or data[i] == 0:
+            break
+        if (
+            data[i] == 0x30  # "0x" or "0X" and two hex digits
+            and data[i + 1] in (0x58, 0x78)
+            and data[i + 2] in _HEX_BYTES
+            and data[i + 3] in _HEX_BYTES
+        ):
+            i += 2
+            count += 2
+            while data[i] in _HEX_BYTES and data[i + 1] in _HEX_BYTES:
+                out.append(int(data[i : i + 2], 16))
+                i += 2
+                count += 2
+        out.append(data[i])
+        i += 1
+    return out.partition(b"\x00")[0].decode("latin-1")
 
 
 def md5(value: str) -> str:

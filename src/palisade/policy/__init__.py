@@ -3,9 +3,11 @@
 Every part of Palisade asks this package the same question — is this flow allowed, and by which
 tier, policy and rule? ``PolicyEngine.evaluate`` answers one flow with its full trace (the
 reference semantics, spec 4); ``reachability_matrix`` and ``batch_verdicts`` answer many flows at
-once with the same semantics, vectorised. Resources come in as validated documents
-(``palisade.model``) and are compiled by ``Cluster.from_documents``, which applies Calico's
-conversions (namespace scoping, Kubernetes → Calico translation, label inheritance).
+once with the same semantics, vectorised; ``FlowTracer`` gives a node's flow logs what the
+kernel cannot (the pending trace of staged policies, the destination's Service). Resources come
+in as validated documents (``palisade.model``) and are compiled by ``Cluster.from_documents``,
+which applies Calico's conversions (namespace scoping, Kubernetes → Calico translation, label
+inheritance).
 
 Semantics follow Calico v3.32 (policy names independent of tiers, ``kind:[ns/]name`` hit
 strings, ClusterNetworkPolicy tiers); older forms are accepted on input.

@@ -106,6 +106,7 @@ class FlowTracer:
         self._pending: dict[PendingKey, tuple[str, ...] | None] = {}
         self._service: dict[ServiceKey, ServiceHit | None] = {}
         self._differs: dict[tuple[tuple[tuple[str, str], ...], Direction], bool] = {}
+        self._addresses: dict[str, IPAddress | None] = {}
         self.evaluations = 0
         """Pending evaluations run (cache misses that needed the engine)."""
 
@@ -176,7 +177,7 @@ class FlowTracer:
         destination: str,
         destination_port: int | None,
     ) -> tuple[str, ...] | None:
-        src_ip, dst_ip = _address(source), _address(destination)
+        src_ip, dst_ip = self._address(source), self._address(destination)
         if src_ip is None or dst_ip is None:
             return None
         way = _DIRECTIONS[direction]
@@ -194,6 +195,20 @@ class FlowTracer:
         self.evaluations += 1
         result = self.engine.evaluate_direction(local, way, flow, pending=True)
         return tuple(result.policy_strings())
+
+    def _address(self, text: str) -> IPAddress | None:
+        try:
+            return self._addresses[text]
+        except KeyError:
+            pass
+        if len(self._addresses) >= self.cache_limit:
+            self._addresses.clear()
+        try:
+            address: IPAddress | None = ipaddress.ip_address(text)
+        except ValueError:
+            address = None
+        self._addresses[text] = address
+        return address
 
     def _staged_changes(self, endpoint: Endpoint, direction: Direction) -> bool:
         """Do the pending and enforced views apply different policies to ``endpoint``?"""
@@ -226,7 +241,7 @@ class FlowTracer:
         return result
 
     def _find_service(self, destination: str, protocol: int, port: int) -> ServiceHit | None:
-        ip = _address(destination)
+        ip = self._address(destination)
         if ip is None:
             return None
         if ip in self._cluster_ips:  # before Service DNAT: the cluster IP and service port
@@ -272,10 +287,3 @@ def _target_port(endpoint: Endpoint, target: int | str, protocol: int) -> int | 
     if target.isdigit():
         return int(target)
     return endpoint.named_port(target, protocol)
-
-
-def _address(text: str) -> IPAddress | None:
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        return None

@@ -153,3 +153,38 @@ def _wait(condition: object, timeout: float = 10.0) -> None:
     while not condition():  # type: ignore[operator]
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
+
+
+def test_events_reach_the_server_over_its_unix_socket(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.server.conftest import PALISADE, free_port
+
+    socket_path = tmp_path / "server.sock"
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            str(PALISADE),
+            "server",
+            *("--listen", f"127.0.0.1:{port}"),
+            *("--datastore", f"sqlite:///{tmp_path / 'store.db'}"),
+            *("--flow-store", str(tmp_path / "flows.duckdb")),
+            *("--unix-socket", str(socket_path)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    shipper = EventShipper(f"unix:{socket_path}", interval=0.1)
+    try:
+        _wait(socket_path.exists, timeout=30)
+        settings = FirewallSettings(None, "", "", fallback=WebApplicationFirewallSpec(mode="On"))
+        event_hook(settings, shipper)(
+            _Request(), _Result([_Match(942100, "SQL injection", tags=("attack-sqli",))])
+        )
+        assert shipper.flush(timeout=20)
+        stored = httpx.get(f"http://127.0.0.1:{port}/api/v1/events").json()["events"]
+        assert [e["attack_vector"] for e in stored] == ["SQL injection"]
+    finally:
+        shipper.close()
+        server.terminate()
+        server.wait(timeout=10)

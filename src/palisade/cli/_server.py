@@ -38,6 +38,13 @@ def server(
     max_records: Annotated[
         int, typer.Option("--max-records", help="Keep at most this many flow records.")
     ] = 50_000_000,
+    unix_socket: Annotated[
+        Path | None,
+        typer.Option(
+            "--unix-socket",
+            help="Also listen on this Unix socket (reachable from every network namespace).",
+        ),
+    ] = None,
     event_store: Annotated[
         Path | None,
         typer.Option(
@@ -63,7 +70,22 @@ def server(
         event_store=str(event_store) if event_store else "",
     )
     console.print(f"palisade server on http://{host}:{port_text} (datastore {config.datastore})")
-    uvicorn.run(create_app(config), host=host, port=int(port_text), log_level="warning")
+    if unix_socket is None:
+        uvicorn.run(create_app(config), host=host, port=int(port_text), log_level="warning")
+        return
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    tcp = socket.socket(family, socket.SOCK_STREAM)
+    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    tcp.bind((host.strip("[]"), int(port_text)))
+    unix_socket.unlink(missing_ok=True)  # one a killed server left behind
+    local = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    local.bind(str(unix_socket))
+    console.print(f"and on unix:{unix_socket}")
+    uvicorn.Server(uvicorn.Config(create_app(config), log_level="warning")).run(
+        sockets=[tcp, local]
+    )
 
 
 class FlowFormat(StrEnum):

@@ -205,10 +205,19 @@ class EventShipper:
             self._closing = True
             self._cond.notify_all()
 
-    def _run(self) -> None:
+    def _client(self) -> tuple[httpx.Client, str]:
+        """An HTTP client for the server; ``unix:/path`` reaches it over a Unix socket (from
+        another network namespace, say)."""
         assert self.server is not None
+        if self.server.startswith("unix:"):
+            transport = httpx.HTTPTransport(uds=self.server[len("unix:") :])
+            return httpx.Client(transport=transport, timeout=10.0), "http://palisade"
+        return httpx.Client(timeout=10.0), self.server
+
+    def _run(self) -> None:
         backoff = self.interval
-        with httpx.Client(timeout=10.0) as client:
+        client, base = self._client()
+        with client:
             while True:
                 with self._cond:
                     if not self._queue:
@@ -219,9 +228,7 @@ class EventShipper:
                 if not batch:
                     continue
                 try:
-                    answer = client.post(
-                        f"{self.server}/api/v1/events", json=[e.to_json() for e in batch]
-                    )
+                    answer = client.post(f"{base}/api/v1/events", json=[e.to_json() for e in batch])
                     ok = answer.status_code == 200
                     if answer.status_code == 422:  # the server will never take these
                         log.error("server rejected %d event(s): %s", len(batch), answer.text)

@@ -59,17 +59,14 @@ class Operator(Protocol):
 
 # --------------------------------------------------------------------------- helpers
 
-_ASCII_LOWER = str.maketrans(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
-    "abcdefghijklmnopqrstuvwxyz",
-)
 _C_INTEGER = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)")
 _LLONG_MIN, _LLONG_MAX = -(2**63), 2**63 - 1
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 
 
 def _ascii_lower(value: str) -> str:
-    return value.lower() if value.isascii() else value.translate(_ASCII_LOWER)
+    # bytes.lower() changes only ASCII letters, like C's tolower() in the "C" locale.
+    return value.lower() if value.isascii() else value.encode("latin-1").lower().decode("latin-1")
 
 
 def _atoll(text: str) -> int:

@@ -37,8 +37,6 @@ class UnknownTransformation(ValueError):
 
 _HEX = "0123456789abcdefABCDEF"
 _WHITESPACE = " \t\n\v\f\r"  # C isspace() in the "C" locale
-_LOWER_TABLE = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
-_UPPER_TABLE = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)
 _LONG_MAX = 2**63 - 1
 
 
@@ -53,7 +51,8 @@ def _x2c(high: str, low: str) -> int:
 
 
 def _ascii_lower(value: str) -> str:
-    return value.lower() if value.isascii() else value.translate(_LOWER_TABLE)
+    # bytes.lower() changes only ASCII letters, like C's tolower() in the "C" locale.
+    return value.lower() if value.isascii() else value.encode("latin-1").lower().decode("latin-1")
 
 
 def _identity(value: str) -> str:
@@ -68,7 +67,7 @@ def lowercase(value: str) -> str:
 
 
 def uppercase(value: str) -> str:
-    return value.upper() if value.isascii() else value.translate(_UPPER_TABLE)
+    return value.upper() if value.isascii() else value.encode("latin-1").upper().decode("latin-1")
 
 
 def remove_nulls(value: str) -> str:
@@ -81,22 +80,28 @@ def replace_nulls(value: str) -> str:
 
 # v3.0.x removes C whitespace plus the two bytes of a UTF-8 no-break space (0xC2 0xA0), each on
 # its own wherever it appears.
-_REMOVE_WHITESPACE_TABLE = str.maketrans("", "", _WHITESPACE + "\xa0\xc2")
-_ANY_WHITESPACE = re.compile("[ \t\n\v\f\r\xa0\xc2]")
+_REMOVED_WHITESPACE = (_WHITESPACE + "\xa0\xc2").encode("latin-1")
 
 
 def remove_whitespace(value: str) -> str:
-    if _ANY_WHITESPACE.search(value) is None:
-        return value
-    return value.translate(_REMOVE_WHITESPACE_TABLE)
+    # bytes.translate runs in C over a 256-entry table; str.translate would look up a dict.
+    data = value.encode("latin-1")
+    stripped = data.translate(None, _REMOVED_WHITESPACE)
+    return value if len(stripped) == len(data) else stripped.decode("latin-1")
 
 
 _WHITESPACE_RUN = re.compile("[ \t\n\v\f\r]+")
-_NEEDS_COMPRESS = re.compile("[\t\n\v\f\r]|  ")
 
 
 def compress_whitespace(value: str) -> str:
-    if _NEEDS_COMPRESS.search(value) is None:
+    if (
+        "  " not in value
+        and "\t" not in value
+        and "\n" not in value
+        and "\r" not in value
+        and "\v" not in value
+        and "\f" not in value
+    ):
         return value
     return _WHITESPACE_RUN.sub(" ", value)
 
@@ -206,6 +211,8 @@ def make_url_decode_uni(unicode_map: dict[int, str] | None) -> Transformation:
     def url_decode_uni(value: str) -> str:
         if "%" not in value:
             return value.replace("+", " ") if "+" in value else value
+        if "%u" not in value and "%U" not in value:
+            return url_decode(value)  # identical for %XX and "+"
         return _URL_UNI_ESCAPE.sub(replace, value)
 
     return url_decode_uni
@@ -425,14 +432,14 @@ def remove_comments_char(value: str) -> str:
     v3 erases a marker and looks again at the same index, never behind it, so a marker formed
     across an erased one survives (``-/*-`` → ``--``): exactly a left-to-right substitution.
     """
-    if not any(marker in value for marker in ("/*", "*/", "--", "#")):
+    if "/*" not in value and "*/" not in value and "--" not in value and "#" not in value:
         return value
     return _COMMENT_CHARS.sub("", value)
 
 
 def remove_comments(value: str) -> str:
     """v3's removeComments: drops ``/*…*/`` and ``<!--…-->`` and cuts at ``--`` or ``#``."""
-    if not any(marker in value for marker in ("/*", "<!--", "--", "#")):
+    if "/*" not in value and "--" not in value and "#" not in value and "<!--" not in value:
         return value
     data = value
     size = len(data)
@@ -468,25 +475,18 @@ def remove_comments(value: str) -> str:
     return "".join(out)
 
 
-_CMDLINE_TABLE = str.maketrans(
-    {
-        **{ord(c): None for c in "\"'\\^"},
-        **{ord(c): " " for c in ",;\t\r\n"},
-        **{
-            ord(u): ord(lo)
-            for u, lo in zip(string.ascii_uppercase, string.ascii_lowercase, strict=True)
-        },
-    }
+_CMDLINE_TABLE = bytes.maketrans(
+    b",;\t\r\n" + string.ascii_uppercase.encode(), b"     " + string.ascii_lowercase.encode()
 )
-_SPACES = re.compile(" {2,}")
+_CMDLINE_DELETED = b"\"'\\^"
 
 
 def cmd_line(value: str) -> str:
     """Shell de-obfuscation: drop ``" ' \\ ^``, fold ``, ; \\t \\r \\n`` and spaces into one
     space, remove a space before ``/`` or ``(``, lower-case ASCII."""
-    value = value.translate(_CMDLINE_TABLE)
-    if "  " in value:
-        value = _SPACES.sub(" ", value)
+    value = value.encode("latin-1").translate(_CMDLINE_TABLE, _CMDLINE_DELETED).decode("latin-1")
+    while "  " in value:  # each pass halves every run of spaces
+        value = value.replace("  ", " ")
     if " /" in value:
         value = value.replace(" /", "/")
     if " (" in value:
@@ -564,16 +564,24 @@ def _normalize_path(value: str, windows: bool) -> str:
     return path[:dst].decode("latin-1")
 
 
+def _path_is_normal(value: str) -> bool:
+    # Without "//", "/.", ".." and a leading "." no rule of the algorithm applies (note that any
+    # segment ending in "..", like "a..", counts as a back-reference for v3).
+    return (
+        "//" not in value and "/." not in value and ".." not in value and not value.startswith(".")
+    )
+
+
 def normalize_path(value: str) -> str:
     """Removes ``./``, ``../`` (with the segment before) and repeated slashes."""
-    if "/" not in value and "." not in value:
+    if _path_is_normal(value):
         return value
     return _normalize_path(value, windows=False)
 
 
 def normalize_path_win(value: str) -> str:
     """:func:`normalize_path` after turning backslashes into slashes."""
-    if "/" not in value and "." not in value and "\\" not in value:
+    if "\\" not in value and _path_is_normal(value):
         return value
     return _normalize_path(value, windows=True)
 

@@ -13,9 +13,44 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from palisade.waf._http import HttpRequest, HttpResponse
+from palisade.waf import HttpRequest, HttpResponse, WafEngine, WafResult
 
-# -- stand-in engine (same evaluate signature as WafEngine) ---------------------------------------
+# -- engines -------------------------------------------------------------------------------------
+
+RULES = """
+SecRuleEngine On
+SecRequestBodyAccess On
+SecResponseBodyAccess On
+SecResponseBodyMimeType text/plain
+SecRule ARGS|ARGS_NAMES|REQUEST_FILENAME "@rx attack" \\
+    "id:1001,phase:2,t:none,t:lowercase,deny,status:{status},log,msg:'attack seen'"
+SecRule RESPONSE_BODY "@rx secret" "id:1002,phase:4,t:none,deny,status:403,log,msg:'leak'"
+"""
+
+
+def real_engine(status: int = 403) -> WafEngine:
+    """The WAF engine with a two-rule set: "attack" in an argument or the path is refused
+    with ``status`` (phase 2), "secret" in a text/plain response body with 403 (phase 4)."""
+    return WafEngine.load([], before=RULES.format(status=status))
+
+
+class RecordingEngine:
+    """The real engine, remembering what it was asked and answered."""
+
+    def __init__(self, inner: WafEngine) -> None:
+        self.inner = inner
+        self.seen: list[tuple[HttpRequest, HttpResponse | None, WafResult]] = []
+
+    def evaluate(
+        self, request: HttpRequest | bytes, response: HttpResponse | None = None
+    ) -> WafResult:
+        assert isinstance(request, HttpRequest)
+        result = self.inner.evaluate(request, response)
+        self.seen.append((request, response, result))
+        return result
+
+
+# -- stand-in engine: failures on demand (same evaluate signature as WafEngine) ------------------
 
 
 @dataclass
@@ -94,8 +129,8 @@ class Upstream:
             while True:
                 try:
                     line = await reader.readuntil(b"\r\n")
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    return
+                except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+                    return  # (a cancel here is the test's cleanup)
                 method, target, _version = line.decode("latin-1").rstrip("\r\n").split(" ")
                 headers: list[tuple[str, str]] = []
                 while (h := await reader.readuntil(b"\r\n")) != b"\r\n":
@@ -114,7 +149,8 @@ class Upstream:
         payload = f"ok {method} {target}".encode()
         if target == "/chunked":
             writer.write(
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Kind: chunked\r\n\r\n"
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Kind: chunked\r\n"
+                b"Content-Type: text/plain\r\n\r\n"
                 b"5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n"
             )
         elif target == "/until-close":
@@ -122,7 +158,10 @@ class Upstream:
             await writer.drain()
             return False
         elif target == "/secret":
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nsecret number")
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\n"
+                b"secret number"
+            )
         elif target == "/hop":
             writer.write(
                 b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: X-Upstream-Private\r\n"

@@ -16,11 +16,19 @@ from google.rpc import code_pb2
 
 from palisade.waf._extauthz import ExtAuthzGrpcServer, ExtAuthzHttpServer
 from palisade.waf._front_engine import WafEngineLike
-from tests.waf.front_support import StandInEngine, connect, get, post
+from tests.waf.front_support import (
+    RecordingEngine,
+    StandInEngine,
+    connect,
+    get,
+    post,
+    real_engine,
+)
 
 pytestmark = pytest.mark.timeout(60, method="thread")
 
 AttributeContext = attribute_context_pb2.AttributeContext
+FORM = b"application/x-www-form-urlencoded"
 
 
 def check_request(
@@ -72,7 +80,7 @@ def check_request(
 
 @contextlib.asynccontextmanager
 async def grpc_service(
-    factory: Callable[[], WafEngineLike] = StandInEngine, **options: Any
+    factory: Callable[[], WafEngineLike] = real_engine, **options: Any
 ) -> AsyncIterator[tuple[ExtAuthzGrpcServer, Any]]:
     options.setdefault("fail_open", False)
     server = ExtAuthzGrpcServer(factory, **options)
@@ -89,14 +97,15 @@ def run(scenario: Callable[[], Any]) -> None:
 
 
 def test_grpc_allows_a_clean_request_and_builds_it_as_envoy_describes_it() -> None:
-    engine = StandInEngine()
+    engine = RecordingEngine(real_engine())
 
     async def scenario() -> None:
         async with grpc_service(lambda: engine) as (_server, stub):
             response = await stub.Check(check_request("/shop?item=42"), timeout=5)
             assert response.status.code == code_pb2.OK
             assert response.HasField("ok_response")
-            (request, _), *_ = engine.seen
+            (request, _, result), *_ = engine.seen
+            assert not result.matches
             assert request.method == "GET"
             assert request.uri == "/shop?item=42"
             assert request.version == "HTTP/1.1"
@@ -109,7 +118,7 @@ def test_grpc_allows_a_clean_request_and_builds_it_as_envoy_describes_it() -> No
 
 def test_grpc_denies_with_the_engines_status_and_a_body() -> None:
     async def scenario() -> None:
-        async with grpc_service(lambda: StandInEngine(status=406)) as (_server, stub):
+        async with grpc_service(lambda: real_engine(status=406)) as (_server, stub):
             response = await stub.Check(check_request("/?q=attack"), timeout=5)
             assert response.status.code == code_pb2.PERMISSION_DENIED
             assert response.HasField("denied_response")
@@ -121,18 +130,27 @@ def test_grpc_denies_with_the_engines_status_and_a_body() -> None:
 
 
 def test_grpc_reads_raw_header_values_and_bodies() -> None:
-    engine = StandInEngine()
+    engine = RecordingEngine(real_engine())
 
     async def scenario() -> None:
         async with grpc_service(lambda: engine) as (_server, stub):
-            raw = [(":authority", b"shop.example"), (":path", b"/form"), ("x-bin", b"\xff\x01")]
+            raw = [
+                (":authority", b"shop.example"),
+                (":path", b"/form"),
+                ("x-bin", b"\xff\x01"),
+                ("content-type", FORM),
+            ]
             response = await stub.Check(
                 check_request("/form", method="POST", raw_headers=raw, raw_body=b"a=\xffattack"),
                 timeout=5,
             )
             assert response.denied_response.status.code == 403
             request = engine.seen[-1][0]
-            assert request.headers == (("host", "shop.example"), ("x-bin", "\xff\x01"))
+            assert request.headers == (
+                ("host", "shop.example"),
+                ("x-bin", "\xff\x01"),
+                ("content-type", FORM.decode()),
+            )
             assert request.body == b"a=\xffattack"
             # the string body (Envoy without pack_as_bytes) and HTTP/2 as ModSecurity names it
             response = await stub.Check(
@@ -149,7 +167,7 @@ def test_grpc_reads_raw_header_values_and_bodies() -> None:
 @pytest.mark.parametrize("fail_open", [True, False])
 def test_grpc_failure_policy(fail_open: bool) -> None:
     async def scenario() -> None:
-        async with grpc_service(fail_open=fail_open) as (_server, stub):
+        async with grpc_service(StandInEngine, fail_open=fail_open) as (_server, stub):
             response = await stub.Check(check_request("/boom"), timeout=5)
             if fail_open:
                 assert response.status.code == code_pb2.OK
@@ -161,7 +179,7 @@ def test_grpc_failure_policy(fail_open: bool) -> None:
 
 
 def test_grpc_reload() -> None:
-    engines = iter([StandInEngine(status=403), StandInEngine(status=429)])
+    engines = iter([real_engine(status=403), real_engine(status=429)])
 
     async def scenario() -> None:
         async with grpc_service(lambda: next(engines)) as (server, stub):
@@ -179,7 +197,7 @@ def test_grpc_reload() -> None:
 
 @contextlib.asynccontextmanager
 async def http_service(
-    factory: Callable[[], WafEngineLike] = StandInEngine, **options: Any
+    factory: Callable[[], WafEngineLike] = real_engine, **options: Any
 ) -> AsyncIterator[ExtAuthzHttpServer]:
     options.setdefault("fail_open", False)
     server = ExtAuthzHttpServer(factory, **options)
@@ -191,7 +209,7 @@ async def http_service(
 
 
 def test_http_mode_allows_and_denies_on_one_connection() -> None:
-    engine = StandInEngine()
+    engine = RecordingEngine(real_engine())
 
     async def scenario() -> None:
         async with (
@@ -222,7 +240,10 @@ def test_http_mode_allows_and_denies_on_one_connection() -> None:
 @pytest.mark.parametrize("fail_open", [True, False])
 def test_http_mode_failure_policy(fail_open: bool) -> None:
     async def scenario() -> None:
-        async with http_service(fail_open=fail_open) as server, connect(server.address) as client:
+        async with (
+            http_service(StandInEngine, fail_open=fail_open) as server,
+            connect(server.address) as client,
+        ):
             reply = await client.request(get("/boom"))
             assert reply.status == (200 if fail_open else 503)
 

@@ -13,16 +13,19 @@ from typing import Any
 
 import pytest
 
+from palisade.waf import WafEngine
 from palisade.waf._front_engine import WafEngineLike
 from palisade.waf._front_http1 import Limits
 from palisade.waf._proxy import ProxyServer, run_proxy
 from tests.waf.front_support import (
     Client,
+    RecordingEngine,
     StandInEngine,
     Upstream,
     connect,
     get,
     post,
+    real_engine,
     running_upstream,
 )
 
@@ -32,7 +35,7 @@ pytestmark = pytest.mark.timeout(60, method="thread")
 @contextlib.asynccontextmanager
 async def running_proxy(
     upstream: tuple[str, int],
-    factory: Callable[[], WafEngineLike] = StandInEngine,
+    factory: Callable[[], WafEngineLike] = real_engine,
     **options: Any,
 ) -> AsyncIterator[ProxyServer]:
     options.setdefault("fail_open", False)
@@ -52,6 +55,12 @@ async def setup(**options: Any) -> AsyncIterator[tuple[Upstream, ProxyServer, Cl
         connect(proxy.address) as client,
     ):
         yield upstream, proxy, client
+
+
+CHUNKED_FORM = (
+    b"POST /form HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
+    b"Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+)
 
 
 def run(scenario: Callable[[], Any]) -> None:
@@ -74,7 +83,7 @@ def test_allowed_request_reaches_the_upstream_and_the_answer_comes_back() -> Non
 
 def test_blocked_request_gets_the_engines_status_and_never_reaches_the_upstream() -> None:
     async def scenario() -> None:
-        async with setup(factory=lambda: StandInEngine(status=406)) as (upstream, _p, client):
+        async with setup(factory=lambda: real_engine(status=406)) as (upstream, _p, client):
             reply = await client.request(get("/?id=attack"))
             assert reply.status == 406
             assert b"blocked" in reply.body
@@ -88,7 +97,7 @@ def test_blocked_request_gets_the_engines_status_and_never_reaches_the_upstream(
     run(scenario)
 
 
-def test_default_block_status_is_403_and_engine_sees_the_client() -> None:
+def test_a_block_without_status_is_a_403_and_the_engine_sees_the_client() -> None:
     engine = StandInEngine(status=None)  # type: ignore[arg-type]
 
     async def scenario() -> None:
@@ -154,25 +163,21 @@ def test_body_and_header_limits() -> None:
 
 
 def test_chunked_request_is_dechunked_for_the_engine_and_the_upstream() -> None:
-    engine = StandInEngine()
+    engine = RecordingEngine(real_engine())
 
     async def scenario() -> None:
         async with setup(factory=lambda: engine) as (upstream, _proxy, client):
-            raw = (
-                b"POST /form HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
-                b"4\r\na=bc\r\n5;ext=1\r\n&d=ef\r\n0\r\nX-Trailer: t\r\n\r\n"
-            )
+            raw = CHUNKED_FORM + b"4\r\na=bc\r\n5;ext=1\r\n&d=ef\r\n0\r\nX-Trailer: t\r\n\r\n"
             assert (await client.request(raw)).status == 200
             (seen,) = upstream.received
             assert seen.body == b"a=bc&d=ef"
             assert seen.header("content-length") == "9"
             assert seen.header("transfer-encoding") is None
-            assert engine.seen[0][0].body == b"a=bc&d=ef"
+            request, _response, result = engine.seen[0]
+            assert request.body == b"a=bc&d=ef"
+            assert not result.blocked
             # the attack split across chunks is seen whole
-            raw = (
-                b"POST /form HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
-                b"3\r\natt\r\n3\r\nack\r\n0\r\n\r\n"
-            )
+            raw = CHUNKED_FORM + b"5\r\na=att\r\n3\r\nack\r\n0\r\n\r\n"
             assert (await client.request(raw)).status == 403
             assert len(upstream.received) == 1
 
@@ -297,7 +302,7 @@ def test_upstream_down_is_a_502() -> None:
 @pytest.mark.parametrize("fail_open", [True, False])
 def test_engine_error_follows_the_failure_policy(fail_open: bool) -> None:
     async def scenario() -> None:
-        async with setup(fail_open=fail_open) as (upstream, _proxy, client):
+        async with setup(factory=StandInEngine, fail_open=fail_open) as (upstream, _p, client):
             reply = await client.request(get("/boom"))
             if fail_open:
                 assert reply.status == 200
@@ -313,7 +318,8 @@ def test_engine_error_follows_the_failure_policy(fail_open: bool) -> None:
 @pytest.mark.parametrize("fail_open", [True, False])
 def test_engine_over_its_budget_follows_the_failure_policy(fail_open: bool) -> None:
     async def scenario() -> None:
-        async with setup(fail_open=fail_open, budget=0.2) as (upstream, _proxy, client):
+        options = {"fail_open": fail_open, "budget": 0.2, "factory": StandInEngine}
+        async with setup(**options) as (upstream, _proxy, client):
             started = time.monotonic()
             reply = await client.request(get("/slow-attack"))
             elapsed = time.monotonic() - started
@@ -325,7 +331,7 @@ def test_engine_over_its_budget_follows_the_failure_policy(fail_open: bool) -> N
 
 
 def test_response_phase_inspection() -> None:
-    engine = StandInEngine()
+    engine = RecordingEngine(real_engine())
 
     async def scenario() -> None:
         async with setup(factory=lambda: engine, inspect_response=True) as (upstream, _p, client):
@@ -334,9 +340,14 @@ def test_response_phase_inspection() -> None:
             assert reply.status == 200
             assert reply.body == b"hello, world"
             assert len(upstream.received) == 2
-            response = engine.seen[-1][1]
+            _request, response, result = engine.seen[-1]
             assert response is not None
             assert response.body == b"hello, world"
+            assert not result.blocked
+            request_only, with_response = engine.seen[0], engine.seen[1]  # the /secret request
+            assert request_only[1] is None
+            assert not request_only[2].blocked
+            assert 1002 in with_response[2].logged_ids()
         async with setup(factory=lambda: engine) as (upstream, _p, client):
             assert (await client.request(get("/secret"))).status == 200  # not inspected
 
@@ -344,7 +355,7 @@ def test_response_phase_inspection() -> None:
 
 
 def test_reload_swaps_engines_without_dropping_connections() -> None:
-    engines = iter([StandInEngine(status=403), StandInEngine(status=418)])
+    engines = iter([real_engine(status=403), real_engine(status=418)])
 
     async def scenario() -> None:
         async with setup(factory=lambda: next(engines)) as (upstream, proxy, client):
@@ -360,12 +371,12 @@ def test_reload_swaps_engines_without_dropping_connections() -> None:
 def test_failed_reload_keeps_the_running_engine() -> None:
     calls = 0
 
-    def factory() -> StandInEngine:
+    def factory() -> WafEngine:
         nonlocal calls
         calls += 1
         if calls > 1:
             raise ValueError("broken rules")
-        return StandInEngine()
+        return real_engine()
 
     async def scenario() -> None:
         async with setup(factory=factory) as (_u, proxy, client):
@@ -393,7 +404,7 @@ def test_run_proxy_serves_until_sigterm_and_reloads_on_sighup(workers: int) -> N
             origin.close()
             generation = iter(range(1, 100))
             run_proxy(
-                lambda: StandInEngine(status=400 + next(generation)),
+                lambda: real_engine(status=400 + next(generation)),
                 ("127.0.0.1", port),
                 origin_address,
                 fail_open=False,

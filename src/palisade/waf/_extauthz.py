@@ -252,6 +252,8 @@ class ExtAuthzHttpServer:
             await self._serve(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
+        except asyncio.CancelledError:
+            pass  # close() gave up waiting; asyncio's stream callback must not see the cancel
         except Exception:
             log.exception("ext_authz connection failed")
         finally:

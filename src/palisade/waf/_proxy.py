@@ -197,6 +197,8 @@ class ProxyServer:
             await self._serve_connection(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
+        except asyncio.CancelledError:
+            pass  # close() gave up waiting; asyncio's stream callback must not see the cancel
         except Exception:
             log.exception("proxy connection failed")
         finally:

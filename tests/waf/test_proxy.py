@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from palisade.waf import WafEngine
+from palisade.waf import HttpRequest, WafEngine, WafResult
 from palisade.waf._front_engine import WafEngineLike
 from palisade.waf._front_http1 import Limits
 from palisade.waf._proxy import ProxyServer, run_proxy
@@ -457,3 +457,27 @@ async def exercise(pid: int, port: int, origin: socket.socket, workers: int) -> 
                     assert os.waitstatus_to_exitcode(status) == 0
                     break
                 await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("inspect_response", [False, True])
+def test_the_result_hook_hears_once_per_request(inspect_response: bool) -> None:
+    heard: list[tuple[str, bool, set[int]]] = []
+
+    def on_result(request: HttpRequest, result: WafResult) -> None:
+        heard.append((request.uri, result.blocked, result.logged_ids()))
+
+    async def scenario() -> None:
+        options = {"on_result": on_result, "inspect_response": inspect_response}
+        async with setup(**options) as (_upstream, _proxy, client):
+            assert (await client.request(get("/fine"))).status == 200
+            assert (await client.request(get("/?q=attack"))).status == 403
+            assert (await client.request(get("/secret"))).status == (
+                403 if inspect_response else 200
+            )
+        assert heard == [
+            ("/fine", False, set()),
+            ("/?q=attack", True, {1001}),
+            ("/secret", inspect_response, {1002} if inspect_response else set()),
+        ]
+
+    run(scenario)

@@ -167,7 +167,12 @@ class EngineSlot:
 
     # -- evaluation --------------------------------------------------------------------------
 
-    def evaluate(self, request: HttpRequest, response: HttpResponse | None = None) -> Verdict:
+    def evaluate(
+        self, request: HttpRequest, response: HttpResponse | None = None, *, report: bool = True
+    ) -> Verdict:
+        """The verdict on ``request`` (and ``response``). ``report=False`` holds back the
+        result hook — for a request-phase verdict that a response-phase one will follow (the
+        caller then reports whichever verdict is final with :meth:`report`)."""
         engine = self.engine
         budget = self.budget
         preemptive = budget is not None and self._timer.installed
@@ -189,15 +194,23 @@ class EngineSlot:
             return self.failed(f"engine error: {type(exc).__name__}: {exc}")
         if budget is not None and not preemptive and time.process_time() - started > budget:
             return self.failed(f"engine exceeded its budget of {budget} s CPU")
-        if self.on_result is not None:
-            try:
-                self.on_result(request, result)
-            except Exception:
-                log.exception("WAF result hook failed")
         if result.blocked:
             status = result.status if result.status is not None else 403
-            return Verdict(Outcome.BLOCK, status, result)
-        return Verdict(Outcome.ALLOW, 200, result)
+            verdict = Verdict(Outcome.BLOCK, status, result)
+        else:
+            verdict = Verdict(Outcome.ALLOW, 200, result)
+        if report:
+            self.report(request, verdict)
+        return verdict
+
+    def report(self, request: HttpRequest, verdict: Verdict) -> None:
+        """Hand the engine's result to the result hook (nothing when the engine failed)."""
+        if self.on_result is None or verdict.result is None:
+            return
+        try:
+            self.on_result(request, verdict.result)
+        except Exception:
+            log.exception("WAF result hook failed")
 
     def failed(self, reason: str) -> Verdict:
         log.warning("WAF %s: %s", "fail-open" if self.fail_open else "fail-closed", reason)

@@ -268,14 +268,20 @@ class ProxyServer:
         self, head: RequestHead, request: HttpRequest, writer: asyncio.StreamWriter, client: str
     ) -> bool:
         """Evaluate, forward, answer; whether the client connection stays open."""
-        verdict = self.slot.evaluate(request)
+        # With response inspection the response-phase result (which repeats the request
+        # phases' matches) is the one reported, so a request gives one Security Event.
+        verdict = self.slot.evaluate(request, report=not self.inspect_response)
         if not verdict.allowed:
+            if self.inspect_response:
+                self.slot.report(request, verdict)
             return await self._deny(writer, verdict, head.keep_alive, head.version)
         forwarded = self._forwarded_head(head, request, client)
         try:
             conn, response = await self._send_upstream(forwarded, request.body, head.method)
         except _UpstreamFailed as exc:
             log.warning("upstream %s:%d failed: %s", *self.upstream, exc)
+            if self.inspect_response:
+                self.slot.report(request, verdict)  # no response phase will report it
             writer.write(simple_response(502, b"Bad Gateway\n", keep_alive=False))
             await writer.drain()
             return False

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._http import HttpRequest, HttpResponse, RequestLineData, request_line_data
 from ._macros import MacroRef
+from ._prefilter import Prefilter, required_literals
 from ._rules import Ctl, Rule, RuleSet, SetVar, Target
 from ._transforms import get_transformation
 
@@ -174,6 +175,7 @@ class Transaction:
         self._value_cache: dict[tuple[int, tuple[Target, ...]], list[tuple[str, str]]] = {}
         self._candidate_cache: dict[tuple[int, tuple[Target, ...], int], list[tuple[str, str]]] = {}
         self._indexes: dict[str, dict[str, Items]] = {}
+        self._masks: dict[str, int] = {}
         self._removed_cache: dict[int, tuple[Target, ...]] = {}
 
     # ------------------------------------------------------------------ driving
@@ -318,8 +320,12 @@ class Transaction:
         match = operator.match
         negated = link.operator_negated
         capture = link.capture
+        required = link.prefilter_mask
         for name, candidate in self._candidates(link, top):
-            result = match(candidate)
+            if required and not (self._literal_mask(candidate) & required):
+                result = None  # none of the literals every match needs is there
+            else:
+                result = match(candidate)
             if negated:
                 if result is not None:
                     continue
@@ -384,6 +390,12 @@ class Transaction:
         for target in link.targets:
             out.extend(self._values(target, link, removed))
         return out
+
+    def _literal_mask(self, value: str) -> int:
+        mask = self._masks.get(value)
+        if mask is None:
+            mask = self._masks[value] = self.engine.prefilter.scan(value)
+        return mask
 
     def _after_full_match(self, link: Rule, top: Rule, state: _MessageState) -> None:
         resolve = self._resolver(top)
@@ -994,9 +1006,10 @@ class WafEngine:
     (IP, GLOBAL, SESSION, …) and the cache of operators whose argument holds macros.
     """
 
-    def __init__(self, ruleset: RuleSet) -> None:
+    def __init__(self, ruleset: RuleSet, *, prefilter: bool = True) -> None:
         self.ruleset = ruleset
         self.trie = TransformationTrie()
+        self.prefilter = Prefilter()
         self.persistent: dict[str, dict[str, tuple[str, str]]] = {}
         self._macro_operators: dict[tuple[int, str], Any] = {}
         value_keys: dict[tuple[tuple[Target, ...], tuple[Target, ...]], int] = {}
@@ -1008,7 +1021,12 @@ class WafEngine:
                     if link.targets and not any(t.collection in _UNCACHED for t in link.targets):
                         signature = (link.targets, link.exclusions)
                         link.values_key = value_keys.setdefault(signature, len(value_keys))
+                    if prefilter and link.operator_name.lower() == "rx" and link.operator:
+                        literals = required_literals(link.operator_arg)
+                        if literals:
+                            link.prefilter_mask = self.prefilter.mask_for(literals)
                     link = link.chain
+        self.prefilter.freeze()
 
     @classmethod
     def load(
@@ -1017,6 +1035,7 @@ class WafEngine:
         *,
         before: str = "",
         after: str = "",
+        prefilter: bool = True,
     ) -> WafEngine:
         from pathlib import Path
 
@@ -1036,7 +1055,7 @@ class WafEngine:
         all_problems = reader.problems + problems
         if all_problems:
             raise WafLoadError(all_problems)
-        return cls(ruleset)
+        return cls(ruleset, prefilter=prefilter)
 
     @property
     def rule_engine(self) -> str:

@@ -10,7 +10,10 @@ its node's namespace, address from an IPPool — 10.244.0.0/16, blocks of /26, V
 unless the manifests bring one), a real TCP/UDP echo server on each declared container port
 (or the container's own ``command``), and, if the pod is annotated
 :data:`TRAFFIC_ANNOTATION`, a client loop calling other workloads (:func:`traffic` sums what it
-saw). Deployments (and StatefulSets, ReplicaSets) become pods ``<name>-<i>``, named and
+saw; ``/HTTP`` targets make HTTP requests, which the echo servers answer as a web app). A pod
+annotated :data:`WAF_ANNOTATION` gets ``palisade waf proxy`` in its namespace in front of the
+named ports (an nftables redirect there), following the lab datastore's WebApplicationFirewall
+and reporting Security Events to the lab's server over its Unix socket. Deployments (and StatefulSets, ReplicaSets) become pods ``<name>-<i>``, named and
 labelled as :class:`palisade.policy.Cluster` names them, so the engine's matrix and the lab's
 line up; pods are spread round-robin over the nodes unless ``spec.nodeName`` names one. ``up``
 returns once every agent reports the store's latest revision programmed.
@@ -37,6 +40,7 @@ from ._lab import (
     DEFAULT_STATE_DIR,
     INTERVAL_ANNOTATION,
     TRAFFIC_ANNOTATION,
+    WAF_ANNOTATION,
     DownReport,
     FlowSettings,
     LabError,
@@ -67,6 +71,7 @@ __all__ = [
     "DEFAULT_STATE_DIR",
     "INTERVAL_ANNOTATION",
     "TRAFFIC_ANNOTATION",
+    "WAF_ANNOTATION",
     "DownReport",
     "FlowSettings",
     "LabError",

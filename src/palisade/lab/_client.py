@@ -3,7 +3,8 @@
 ``python _client.py TARGETS LOG INTERVAL`` (run in the pod's namespace with ``ip netns exec``)
 reads the file TARGETS, a JSON list of ``{"name": "api/orders-0:8080/TCP", "ip", "port",
 "protocol"}``, then every ``INTERVAL`` seconds tries each target once, concurrently — a TCP
-connection that sends a line and reads the echo, or a UDP datagram and its echo — and appends
+connection that sends a line and reads the echo, a UDP datagram and its echo, or (protocol
+``HTTP``) an HTTP GET that must be answered 2xx — and appends
 one JSON line per attempt to ``LOG``: ``{"time": <unix seconds>, "target": name, "ok":
 bool}``. When the log passes :data:`MAX_LOG` bytes it is renamed to ``LOG.1`` (replacing the
 previous one), so a lab left up for days keeps at most twice that per pod. Runs until killed.
@@ -23,9 +24,25 @@ MAX_LOG = 1 << 20
 PAYLOAD = b"palisade-traffic\n"
 
 
+def http_get(ip: str, port: int, path: str, host: str) -> int:
+    """One HTTP/1.1 GET; the response's status code (0 when there is none)."""
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: palisade-lab/1\r\n"
+        "Accept: text/plain\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection((ip, port), timeout=TIMEOUT) as conn:
+        conn.sendall(request)
+        answer = conn.recv(64)
+    parts = answer.split(b" ", 2)
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+
 def attempt(target: dict[str, object]) -> bool:
     ip, port = str(target["ip"]), int(str(target["port"]))
     try:
+        if str(target["protocol"]).upper() == "HTTP":
+            host = str(target["name"]).split("/", 1)[-1].split(":", 1)[0]
+            return 200 <= http_get(ip, port, "/lab/traffic?page=1", host) < 300
         if str(target["protocol"]).upper() == "UDP":
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as conn:
                 conn.settimeout(TIMEOUT)

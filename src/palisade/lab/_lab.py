@@ -51,6 +51,11 @@ DEFAULT_POOL: dict[str, Any] = {
 POD_INTERFACE = "eth0"
 TRAFFIC_ANNOTATION = "lab.palisade.io/traffic"
 INTERVAL_ANNOTATION = "lab.palisade.io/traffic-interval"
+#: TCP ports (numbers or names, separated by spaces or commas) to put a WAF proxy in front of:
+#: ``palisade waf proxy`` runs in the pod's namespace and an nftables redirect there sends the
+#: port's inbound connections through it, so clients still connect to POD_IP:PORT.
+WAF_ANNOTATION = "lab.palisade.io/waf"
+WAF_PROXY_PORT = 15080  # the proxy of the i-th protected port listens on WAF_PROXY_PORT + i
 MAX_NODES = 64
 UNDERLAY_PREFIX = "192.168.77."  # node i has 192.168.77.<i+1>/24 on its ``ul0``
 UNDERLAY_BRIDGE = "br0"
@@ -238,9 +243,10 @@ def resolve_traffic(state: LabState, source: str) -> list[dict[str, Any]]:
         where, _, port_spec = target.rpartition(":")
         port_text, _, protocol = port_spec.partition("/")
         protocol = (protocol or "TCP").upper()
-        if "/" not in where or not port_text or protocol not in ("TCP", "UDP"):
+        if "/" not in where or not port_text or protocol not in ("TCP", "UDP", "HTTP"):
             raise LabError(
-                f"pod {source}: {TRAFFIC_ANNOTATION}: {target!r}: expected NS/NAME:PORT[/TCP|/UDP]"
+                f"pod {source}: {TRAFFIC_ANNOTATION}: {target!r}: "
+                "expected NS/NAME:PORT[/TCP|/UDP|/HTTP]"
             )
         pods = [
             key
@@ -253,11 +259,12 @@ def resolve_traffic(state: LabState, source: str) -> list[dict[str, Any]]:
             )
         for key in pods:
             record = state.pods[key]
-            port = _resolve(record, int(port_text) if port_text.isdigit() else port_text, protocol)
+            transport = "TCP" if protocol == "HTTP" else protocol
+            port = _resolve(record, int(port_text) if port_text.isdigit() else port_text, transport)
             if port is None:
                 raise LabError(
                     f"pod {source}: {TRAFFIC_ANNOTATION}: {target!r}: {key} declares no "
-                    f"{protocol} port {port_text!r}"
+                    f"{transport} port {port_text!r}"
                 )
             found.append(
                 {
@@ -268,6 +275,47 @@ def resolve_traffic(state: LabState, source: str) -> list[dict[str, Any]]:
                 }
             )
     return found
+
+
+def waf_ports(pod: Mapping[str, Any]) -> list[int]:
+    """The TCP ports annotation :data:`WAF_ANNOTATION` asks to protect, resolved."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    wanted = str(annotations.get(WAF_ANNOTATION) or "").replace(",", " ").split()
+    declared = [p for p in container_ports(pod) if p["protocol"] == "TCP"]
+    ports: list[int] = []
+    for text in wanted:
+        number = next(
+            (int(p["port"]) for p in declared if p["name"] == text or str(p["port"]) == text),
+            None,
+        )
+        if number is None:
+            raise LabError(f"pod {pod_key(pod)}: {WAF_ANNOTATION}: no TCP port {text!r} declared")
+        if number not in ports:
+            ports.append(number)
+    return ports
+
+
+def _waf_redirect(netns: str, ports: Sequence[int]) -> None:
+    """In the pod's namespace: inbound connections to each port go to its WAF proxy."""
+    rules = "".join(
+        f'    iifname "{POD_INTERFACE}" tcp dport {port} redirect to :{WAF_PROXY_PORT + i}\n'
+        for i, port in enumerate(ports)
+    )
+    script = (
+        "table ip palisade_waf {\n  chain prerouting {\n"
+        "    type nat hook prerouting priority dstnat; policy accept;\n"
+        f"{rules}  }}\n}}\n"
+    )
+    completed = subprocess.run(
+        [IP, "netns", "exec", netns, NFT, "-f", "-"],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise LabError(f"WAF redirect in {netns}: {completed.stderr.strip()}")
 
 
 def pod_key(pod: Mapping[str, Any]) -> str:
@@ -409,6 +457,7 @@ class _Builder:
         owner: str,
         log: Path,
         ready_line: bool = False,
+        ready_timeout: float = 15.0,
     ) -> ProcessRecord:
         command = [IP, "netns", "exec", netns, *argv] if netns else list(argv)
         with log.open("ab") as log_file:
@@ -427,7 +476,7 @@ class _Builder:
             self.state.save()
         if ready_line:
             assert child.stdout is not None
-            readable, _, _ = select.select([child.stdout], [], [], 15.0)
+            readable, _, _ = select.select([child.stdout], [], [], ready_timeout)
             line = child.stdout.readline() if readable else b""
             child.stdout.close()
             if line.strip() != b"ready":
@@ -556,6 +605,7 @@ def up(
             container_commands(pod),
             traffic,
             interval,
+            waf_ports(pod),
         )
     for node in node_names:
         state.nodes[node] = f"{prefix}{node}"
@@ -666,6 +716,8 @@ def up(
                 log=builder.file(f"server-{record.netns}.log"),
                 ready_line=True,
             )
+        if record.waf_ports:
+            _start_waf(builder, key, record)
         if on_pod is not None:
             on_pod(key)
 
@@ -735,6 +787,9 @@ def _start_server(builder: _Builder, timeout: float = 30.0) -> str:
     port = _free_port()
     flow_store = builder.file("flows.duckdb")
     builder.file("flows.duckdb.wal")
+    for name in ("palisade-events.db", "palisade-events.db-wal", "palisade-events.db-shm"):
+        builder.file(name)
+    socket_path = builder.file("server.sock")
     record = builder.spawn(
         [
             *_palisade_command(),
@@ -742,6 +797,7 @@ def _start_server(builder: _Builder, timeout: float = 30.0) -> str:
             *("--listen", f"127.0.0.1:{port}"),
             *("--datastore", state.datastore),
             *("--flow-store", str(flow_store)),
+            *("--unix-socket", str(socket_path)),
         ],
         role="api",
         netns=None,
@@ -753,6 +809,8 @@ def _start_server(builder: _Builder, timeout: float = 30.0) -> str:
     while True:
         try:
             if httpx.get(f"{url}/api/v1/health", timeout=1.0).status_code == 200:
+                with builder.lock:
+                    state.server_socket = str(socket_path)
                 return url
         except httpx.HTTPError:
             pass
@@ -761,6 +819,35 @@ def _start_server(builder: _Builder, timeout: float = 30.0) -> str:
                 f"the lab's server did not start: {_tail(builder.directory / 'server.log')}"
             )
         time.sleep(0.1)
+
+
+def _start_waf(builder: _Builder, key: str, record: PodRecord) -> None:
+    """A WAF proxy in the pod's namespace for each protected port, then the redirect."""
+    state = builder.state
+    namespace, name = key.split("/", 1)
+    for index, port in enumerate(record.waf_ports):
+        events = [
+            "--events-log",
+            str(builder.file(f"waf-events-{record.netns}-{port}.jsonl")),
+        ]
+        if state.server_socket:
+            events += ["--server", f"unix:{state.server_socket}"]
+        builder.spawn(
+            [
+                *_palisade_command(),
+                *("waf", "proxy", "--listen", f"0.0.0.0:{WAF_PROXY_PORT + index}"),
+                *("--upstream", f"127.0.0.1:{port}", "--datastore", state.datastore),
+                *("--namespace", namespace, "--pod", name),
+                *events,
+            ],
+            role="waf",
+            netns=record.netns,
+            owner=key,
+            log=builder.file(f"waf-{record.netns}-{port}.log"),
+            ready_line=True,
+            ready_timeout=60.0,
+        )
+    _waf_redirect(record.netns, record.waf_ports)
 
 
 def flow_log_files(state: LabState) -> list[Path]:

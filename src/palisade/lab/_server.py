@@ -2,24 +2,68 @@
 
 ``python _server.py tcp/8080 udp/5353 …`` (run inside the pod's namespace with
 ``ip netns exec``) binds every port on all IPv4 addresses, prints ``ready`` on stdout once
-all are bound, and serves until killed. TCP connections echo what they receive; UDP datagrams
-are sent back to their sender.
+all are bound, and serves until killed. TCP connections echo what they receive — unless they
+open with an HTTP/1.x request line: then the server answers as a small web application
+(``200`` with a short text body for every request, keep-alive), which is what a WAF in front
+of the pod expects to talk to. UDP datagrams are sent back to their sender.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import sys
 import threading
 from collections.abc import Sequence
 
+_REQUEST_LINE = re.compile(rb"^[A-Z]{3,10} \S+ HTTP/1\.[01]\r?\n")
+_CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*(\d+)[ \t]*\r?$")
+
+
+def _http(connection: socket.socket, data: bytes) -> None:
+    """Answer HTTP/1.x requests on ``connection`` (``data``: what arrived so far)."""
+    while True:
+        while b"\r\n\r\n" not in data and b"\n\n" not in data:
+            more = connection.recv(65536)
+            if not more:
+                return
+            data += more
+        separator = b"\r\n\r\n" if b"\r\n\r\n" in data else b"\n\n"
+        head, _, data = data.partition(separator)
+        found = _CONTENT_LENGTH.search(head)
+        length = int(found.group(1)) if found else 0
+        while len(data) < length:
+            more = connection.recv(65536)
+            if not more:
+                return
+            data += more
+        data = data[length:]
+        line = head.split(b"\n", 1)[0].strip()
+        body = b"ok " + line + b"\n"
+        close = b"connection: close" in head.lower() or line.endswith(b"HTTP/1.0")
+        connection.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+            + b"Content-Length: %d\r\n" % len(body)
+            + (b"Connection: close\r\n" if close else b"")
+            + b"\r\n"
+            + body
+        )
+        if close:
+            return
+
 
 def _echo(connection: socket.socket) -> None:
     with connection:
         try:
-            while data := connection.recv(4096):
+            first = connection.recv(4096)
+            if _REQUEST_LINE.match(first):
+                _http(connection, first)
+                return
+            data = first
+            while data:
                 connection.sendall(data)
+                data = connection.recv(4096)
         except OSError:
             pass
 

@@ -37,6 +37,7 @@ class PodRecord:
     commands: list[list[str]] = field(default_factory=list)  # containers' command + args
     traffic: list[str] = field(default_factory=list)  # targets NS/NAME:PORT[/PROTO]
     traffic_interval: float = 1.0
+    waf_ports: list[int] = field(default_factory=list)  # TCP ports a WAF proxy fronts
 
 
 @dataclass
@@ -52,6 +53,7 @@ class LabState:
     files: list[str] = field(default_factory=list)
     agent_status_files: dict[str, str] = field(default_factory=dict)  # node → path
     server: str | None = None  # the URL of the lab's `palisade server`, if it runs one
+    server_socket: str | None = None  # its Unix socket, reachable from the pods' namespaces
 
     @property
     def path(self) -> Path:
@@ -88,4 +90,5 @@ class LabState:
                 str(k): str(v) for k, v in data.get("agent_status_files", {}).items()
             },
             server=data.get("server"),
+            server_socket=data.get("server_socket"),
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 import pytest
 from hypothesis import given
@@ -14,6 +15,7 @@ from palisade.waf._transforms import (
     make_url_decode_uni,
     transformation_names,
 )
+from tests.shared_data import shared_path
 
 # Every name the CRS v4 rules and crs-setup.conf.example write after "t:".
 CRS_TRANSFORMATIONS = [
@@ -48,6 +50,20 @@ def apply(name: str, value: str) -> str:
 @pytest.mark.parametrize("name", CRS_TRANSFORMATIONS)
 def test_every_crs_transformation_exists(name: str) -> None:
     assert callable(get_transformation(name))
+
+
+def test_every_transformation_written_in_the_crs_is_known() -> None:
+    names = set()
+    for path in [
+        *shared_path("data", "crs", "rules").glob("*.conf"),
+        shared_path("data", "crs", "crs-setup.conf.example"),
+    ]:
+        for line in path.read_text(encoding="latin-1").splitlines():
+            if not line.lstrip().startswith("#"):
+                names.update(re.findall(r"\bt:([A-Za-z0-9]+)", line))
+    assert {"urlDecodeUni", "cmdLine", "normalizePathWin"} <= names
+    for name in names:
+        get_transformation(name)
 
 
 def test_names_are_case_insensitive_and_unknown_ones_raise() -> None:

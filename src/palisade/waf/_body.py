@@ -697,22 +697,26 @@ def _json_string(raw: bytes) -> str:
 
 
 class _Container:
-    __slots__ = ("base", "counter", "is_array", "name")
+    __slots__ = ("counter", "is_array", "name")
 
-    def __init__(self, name: str, is_array: bool, base: str) -> None:
+    def __init__(self, name: str, is_array: bool) -> None:
         self.name = name
         self.is_array = is_array
         self.counter = 0
-        self.base = base  # the path of the containers above, fixed while this one is open
 
-    def prefix(self) -> str:
+    def segment(self) -> str:
         if self.is_array:
-            return f"{self.base}{self.name}.array_{self.counter}"
-        return f"{self.base}{self.name}."
+            return f"{self.name}.array_{self.counter}"
+        return f"{self.name}."
 
 
 class _Json:
-    """yajl's event order with v3's JSON callbacks, on an explicit stack."""
+    """yajl's event order with v3's JSON callbacks, on an explicit stack.
+
+    An argument's name is the path of the open containers, as v3 builds it for every value.
+    The part above the innermost container is joined only when a value needs it and kept
+    until the stack changes, so deep documents cost neither quadratic time nor memory.
+    """
 
     def __init__(self, limits: BodyLimits) -> None:
         self.limits = limits
@@ -720,6 +724,7 @@ class _Json:
         self.containers: list[_Container] = []
         self.key = ""
         self.exceeded = False
+        self._base: str | None = None  # "".join of the segments above the innermost container
 
     def _current_key(self) -> str:
         if not self.containers:
@@ -732,7 +737,9 @@ class _Json:
     def _add(self, value: str) -> None:
         if self.containers:
             top = self.containers[-1]
-            path = top.prefix()
+            if self._base is None:
+                self._base = "".join(c.segment() for c in self.containers[:-1])
+            path = self._base + top.segment()
             if top.is_array:
                 top.counter += 1
                 data = ""
@@ -748,8 +755,8 @@ class _Json:
 
     def _open(self, is_array: bool) -> None:
         name = self._current_key()
-        base = self.containers[-1].prefix() if self.containers else ""
-        self.containers.append(_Container(name, is_array, base))
+        self.containers.append(_Container(name, is_array))
+        self._base = None
         depth = self.limits.json_depth
         if depth > 0 and len(self.containers) > depth:
             self.exceeded = True
@@ -757,6 +764,7 @@ class _Json:
 
     def _close(self) -> None:
         self.containers.pop()
+        self._base = None
         if self.containers and self.containers[-1].is_array:
             self.containers[-1].counter += 1
 

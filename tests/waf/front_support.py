@@ -157,6 +157,9 @@ class Upstream:
             writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nstreamed until close")
             await writer.drain()
             return False
+        elif target == "/delay":
+            await asyncio.sleep(0.3)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\ndelayed")
         elif target == "/secret":
             writer.write(
                 b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\n"

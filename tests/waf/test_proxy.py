@@ -481,3 +481,26 @@ def test_the_result_hook_hears_once_per_request(inspect_response: bool) -> None:
         ]
 
     run(scenario)
+
+
+def test_close_ends_idle_connections_at_once_and_lets_requests_in_flight_finish() -> None:
+    async def scenario() -> None:
+        async with (
+            running_upstream() as upstream,
+            running_proxy(upstream.address) as proxy,
+            connect(proxy.address) as idle,
+            connect(proxy.address) as busy,
+        ):
+            assert (await idle.request(get("/first"))).status == 200
+            await busy.send(get("/delay"))
+            await asyncio.sleep(0.05)  # the request is with the upstream now
+            started = time.monotonic()
+            closing = asyncio.create_task(proxy.close(grace=5.0))
+            assert await idle.closed_by_peer()
+            reply = await busy.reply()
+            assert (reply.status, reply.body) == (200, b"delayed")
+            await closing
+            assert time.monotonic() - started < 2.0
+            assert await busy.closed_by_peer()
+
+    run(scenario)

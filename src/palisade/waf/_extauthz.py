@@ -47,6 +47,7 @@ from palisade.waf._front_engine import (
     denial_body,
 )
 from palisade.waf._front_http1 import (
+    ConnectionTracker,
     FramingError,
     Limits,
     read_request_body,
@@ -213,7 +214,7 @@ class ExtAuthzHttpServer:
         self.path_prefix = path_prefix.rstrip("/")
         self.limits = limits or Limits()
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections = ConnectionTracker()
 
     async def start(self, listen: tuple[str, int]) -> None:
         self.slot.start()
@@ -233,11 +234,7 @@ class ExtAuthzHttpServer:
     async def close(self, grace: float = 5.0) -> None:
         if self._server is not None:
             self._server.close()
-        if self._connections:
-            _, pending = await asyncio.wait(set(self._connections), timeout=grace)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        await self._connections.close(grace)
         if self._server is not None:
             await self._server.wait_closed()
         self.slot.stop()
@@ -245,11 +242,9 @@ class ExtAuthzHttpServer:
     async def _on_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
+        task = self._connections.enter()
         try:
-            await self._serve(reader, writer)
+            await self._serve(reader, writer, task)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
         except asyncio.CancelledError:
@@ -257,28 +252,31 @@ class ExtAuthzHttpServer:
         except Exception:
             log.exception("ext_authz connection failed")
         finally:
-            self._connections.discard(task)
+            self._connections.leave(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, task: asyncio.Task[None]
+    ) -> None:
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = writer.get_extra_info("peername") or ("0.0.0.0", 0)
         local = writer.get_extra_info("sockname") or ("0.0.0.0", 0)
-        while True:
+        while not self._connections.closing:
             try:
+                self._connections.idle(task, True)  # close() may end it while it waits
                 head = await read_request_head(
                     reader, self.limits, first_byte_timeout=self.limits.keepalive_timeout
                 )
+                self._connections.idle(task, False)
                 if head is None:
                     return
                 body = await read_request_body(reader, head, self.limits)
             except FramingError as exc:
-                # Envoy itself never sends these; whatever did gets the failure policy's answer
-                # only if it is a framing we can still answer, then the connection closes.
+                # Envoy never sends these: refuse, and close the connection.
                 writer.write(
                     simple_response(exc.status, f"{exc.reason}\n".encode(), keep_alive=False)
                 )

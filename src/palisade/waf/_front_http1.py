@@ -37,6 +37,42 @@ _STATUS_LINE = re.compile(rb"(HTTP/1\.[01]) (\d{3})(?: ([^\r\n]*))?")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?")
 
 
+class ConnectionTracker:
+    """A server's connection tasks, and which of them wait between requests: closing the
+    server ends the waiting ones at once and gives the busy ones a grace period."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._idle: set[asyncio.Task[None]] = set()
+        self.closing = False
+
+    def enter(self) -> asyncio.Task[None]:
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
+        return task
+
+    def leave(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        self._idle.discard(task)
+
+    def idle(self, task: asyncio.Task[None], idle: bool) -> None:
+        if idle:
+            self._idle.add(task)
+        else:
+            self._idle.discard(task)
+
+    async def close(self, grace: float) -> None:
+        self.closing = True
+        for task in list(self._idle):
+            task.cancel()
+        if self.tasks:
+            _, pending = await asyncio.wait(set(self.tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
 class FramingError(Exception):
     """The peer sent something we refuse; ``status`` is the answer for a client."""
 

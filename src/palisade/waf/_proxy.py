@@ -43,6 +43,7 @@ from palisade.waf._front_engine import (
     denial_body,
 )
 from palisade.waf._front_http1 import (
+    ConnectionTracker,
     FramingError,
     Limits,
     RequestHead,
@@ -143,7 +144,7 @@ class ProxyServer:
         self.upstream = upstream
         self._pool = _UpstreamPool(upstream, pool_size, self.limits.upstream_timeout)
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections = ConnectionTracker()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -175,11 +176,7 @@ class ProxyServer:
         """Stop listening; let requests in flight finish for ``grace`` seconds; close the rest."""
         if self._server is not None:
             self._server.close()
-        if self._connections:
-            _, pending = await asyncio.wait(set(self._connections), timeout=grace)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        await self._connections.close(grace)
         if self._server is not None:
             await self._server.wait_closed()
         self._pool.close()
@@ -190,11 +187,9 @@ class ProxyServer:
     async def _on_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
+        task = self._connections.enter()
         try:
-            await self._serve_connection(reader, writer)
+            await self._serve_connection(reader, writer, task)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
         except asyncio.CancelledError:
@@ -202,13 +197,13 @@ class ProxyServer:
         except Exception:
             log.exception("proxy connection failed")
         finally:
-            self._connections.discard(task)
+            self._connections.leave(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
     async def _serve_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, task: asyncio.Task[None]
     ) -> None:
         sock = writer.get_extra_info("socket")
         if sock is not None:
@@ -217,12 +212,14 @@ class ProxyServer:
         local = writer.get_extra_info("sockname") or ("0.0.0.0", 0)
         first = True
         while True:
-            if self._server is not None and not self._server.is_serving() and not first:
-                return  # shutting down: no new request on an idle connection
+            if self._connections.closing:
+                return  # shutting down: no new request on this connection
             timeout = self.limits.read_timeout if first else self.limits.keepalive_timeout
             first = False
             try:
+                self._connections.idle(task, True)  # close() may end it while it waits
                 head = await read_request_head(reader, self.limits, first_byte_timeout=timeout)
+                self._connections.idle(task, False)
                 if head is None:
                     return
                 if head.expect_continue and (head.chunked or head.content_length):

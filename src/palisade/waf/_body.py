@@ -865,15 +865,17 @@ class _Json:
 
 
 class _XmlCollector:
-    __slots__ = ("attrs", "depth", "text")
+    __slots__ = ("attrs", "depth", "seen_root", "text")
 
     def __init__(self) -> None:
         self.depth = 0
+        self.seen_root = False
         self.text: list[str] = []
         self.attrs: list[str] = []
 
     def start(self, tag: str, attrib: dict[str, str]) -> None:
         self.depth += 1
+        self.seen_root = True
         self.attrs.extend(attrib.values())
 
     def end(self, tag: str) -> None:
@@ -898,7 +900,12 @@ def _parse_xml(body: bytes) -> tuple[tuple[str, ...], tuple[str, ...], str | Non
         parser.feed(body)
         parser.close()
     except (ET.ParseError, ValueError, LookupError):
-        # v3 (libxml2) reports only that the document is not well formed
-        return (), (), "XML: Failed parsing document."
+        # v3 reports only that the document is not well formed, and keeps libxml2's partial
+        # tree: XML:/* and XML://@* still see what was parsed before the error
+        error: str | None = "XML: Failed parsing document."
+    else:
+        error = None
+    if not collector.seen_root:
+        return (), (), error
     text = _utf8_latin1("".join(collector.text))
-    return (text,), tuple(_utf8_latin1(a) for a in collector.attrs), None
+    return (text,), tuple(_utf8_latin1(a) for a in collector.attrs), error

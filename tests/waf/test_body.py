@@ -505,3 +505,16 @@ def test_xml_errors(text: bytes, xml_text: tuple[str, ...], xml_attrs: tuple[str
 def test_xml_latin1_declaration_becomes_utf8() -> None:
     result = xml_body(b'<?xml version="1.0" encoding="ISO-8859-1"?><a>\xe9</a>')
     assert result.xml_text == ("\xc3\xa9",)
+
+
+def test_multipart_part_headers_are_the_lines_as_received() -> None:
+    """v3 keeps each header line without its line end (ModSecurity PR #2870), keyed by name."""
+    body = (
+        b'--XyZ\r\nContent-Disposition: form-data;\r\n\tname="f"\r\n'
+        b"Content-Type:text/plain\r\n\r\nv\r\n" + end()
+    )
+    assert multipart(body).multipart_part_headers == (
+        ("f", "Content-Disposition: form-data;"),
+        ("f", '\tname="f"'),
+        ("f", "Content-Type:text/plain"),
+    )

@@ -191,6 +191,7 @@ class _Part:
         "content",
         "file",
         "filename",
+        "header_lines",
         "header_order",
         "headers",
         "last_header",
@@ -205,6 +206,7 @@ class _Part:
         self.file = False
         self.headers: dict[bytes, tuple[bytes, bytes]] = {}  # lowered name → (name, value)
         self.header_order: list[bytes] = []
+        self.header_lines: list[bytes] = []  # as received, for MULTIPART_PART_HEADERS
         self.last_header = b""
         self.value_parts: list[bytes] = []
         self.content: list[bytes] = []
@@ -426,9 +428,8 @@ class _Multipart:
             self.mpp_state = 1
             part.last_header = b""
             name = part.name.decode("latin-1")
-            for key in part.header_order:
-                hname, hvalue = part.headers[key]
-                self.part_headers.append((name, (hname + b": " + hvalue).decode("latin-1")))
+            for line in part.header_lines:
+                self.part_headers.append((name, line.decode("latin-1")))
             return
         if buf[0] in _C_SPACE:
             self.f_header_folding = 1
@@ -444,6 +445,7 @@ class _Multipart:
             hname, old = part.headers[key]
             new_value = old + b" " + _chomp(data)
             part.headers[key] = (hname, new_value)
+            part.header_lines.append(_chomp(buf))
             if len(new_value) > MULTIPART_BUF_SIZE:
                 self.error = "Multipart: Part header too long."
             return
@@ -466,6 +468,7 @@ class _Multipart:
         part.last_header = hname
         part.headers[key] = (hname, hvalue)
         part.header_order.append(key)
+        part.header_lines.append(_chomp(buf))
 
     def _content_disposition(self, value: bytes, part: _Part) -> int:
         """v3's parse_content_disposition; negative return codes are v3's."""

@@ -157,6 +157,12 @@ class Upstream:
             writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nstreamed until close")
             await writer.drain()
             return False
+        elif target in ("/truncated", "/head-only"):
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+            if target == "/truncated":
+                writer.write(b"12345")
+            await writer.drain()
+            return False
         elif target == "/delay":
             await asyncio.sleep(0.3)
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\ndelayed")

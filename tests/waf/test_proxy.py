@@ -504,3 +504,18 @@ def test_close_ends_idle_connections_at_once_and_lets_requests_in_flight_finish(
             assert await busy.closed_by_peer()
 
     run(scenario)
+
+
+def test_an_upstream_that_breaks_mid_response() -> None:
+    async def scenario() -> None:
+        async with setup() as (_upstream, proxy, client):
+            # nothing of the body came: the client can still get a 502
+            reply = await client.request(get("/head-only"))
+            assert reply.status == 502
+            assert await client.closed_by_peer()
+            async with connect(proxy.address) as second:
+                # part of the body went out: the connection is cut short
+                with pytest.raises(asyncio.IncompleteReadError):
+                    await second.request(get("/truncated"))
+
+    run(scenario)

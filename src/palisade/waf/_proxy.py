@@ -425,9 +425,10 @@ class ProxyServer:
         elif head.version == "HTTP/1.0":
             headers.append(("Connection", "keep-alive"))
         reason = response.reason or "-"
-        writer.write(render_head(f"HTTP/1.1 {response.status} {reason}", headers))
+        # The head goes out with the first block of the body: one send, not two.
+        out = render_head(f"HTTP/1.1 {response.status} {reason}", headers)
         if prefix and not no_body:
-            writer.write(b"%x\r\n%s\r\n" % (len(prefix), prefix) if chunk_out else prefix)
+            out += b"%x\r\n%s\r\n" % (len(prefix), prefix) if chunk_out else prefix
         if not done and not no_body:
             body_iter = rest if rest is not None else self._upstream_body(conn, response)
             try:
@@ -435,14 +436,20 @@ class ProxyServer:
                     loop = asyncio.get_running_loop()
                     async for block in body_iter:
                         deadline.reschedule(loop.time() + self.limits.upstream_timeout)
-                        writer.write(b"%x\r\n%s\r\n" % (len(block), block) if chunk_out else block)
+                        out += b"%x\r\n%s\r\n" % (len(block), block) if chunk_out else block
+                        writer.write(out)
+                        out = b""
                         await writer.drain()
             except (asyncio.IncompleteReadError, FramingError, TimeoutError, ConnectionError):
                 # The upstream broke mid-body: the client cannot be told otherwise.
                 conn.close()
+                if out:  # nothing reached the client yet: it can still be told
+                    writer.write(simple_response(502, b"Bad Gateway\n", keep_alive=False))
                 return False
             if chunk_out:
-                writer.write(b"0\r\n\r\n")
+                out += b"0\r\n\r\n"
+        if out:
+            writer.write(out)
         await writer.drain()
         if response.keep_alive:
             self._pool.release(conn)

@@ -55,7 +55,15 @@ def test_demo_in_the_lab_kernel_equals_engine_with_live_traffic(lab_place: LabPl
     lateral = {k: r for k, r in rows.items() if k[0] == "api/legacy-batch"}
     assert len(lateral) == 7  # every target of the compromised pod, each denied every time
     assert all(r["denied"] > 0 and r["allowed"] == 0 for r in lateral.values())
-    assert rows[("storefront/web-0", "api/orders-0:8080/TCP")]["allowed"] > 0
+    assert rows[("storefront/web-0", "api/orders-0:8080/HTTP")]["allowed"] > 0  # via the WAF
+    assert rows[("storefront/web-0", "api/orders-0:8080/HTTP")]["denied"] == 0
+    # the WAF inline in front of api/orders-0: attacks blocked, reported as Security Events
+    assert "WAF inline in front of api/orders-0" in output
+    for attack in ("SQL injection", "cross-site scripting", "path traversal", "Log4Shell header"):
+        line = next(line for line in output.splitlines() if line.startswith(f"│ {attack} "))
+        assert "403 blocked" in line, line
+    assert "Security Events:" in output and "T1190" in output
+    assert "storefront/web-0" in output.split("Security Events:", 1)[1]
     assert rows[("api/orders-0", "data/postgres-0:5432/TCP")]["denied"] == 0
 
 

@@ -9,13 +9,22 @@ enforces what the engine computes), a few explained verdicts and the live traffi
 up, printing the traffic every ten seconds, until Ctrl-C (or returns at once with
 ``--detach``; ``palisade lab down`` removes the lab).
 
-With ``--offline`` (the default when not root) only the engine runs: the matrix and the
-explained verdicts from the manifests, with offline pod addresses.
+The WAF part (the scenario's ``waf`` section): one workload is protected by the WAF inline
+(``lab.palisade.io/waf``, with the manifests' WebApplicationFirewall); the demo sends
+legitimate requests and attacks (SQL injection, XSS, path traversal, a Log4Shell header) from
+another pod and shows each answer and the Security Events the server received.
+
+With ``--offline`` (the default when not root) only the engines run: the matrix and the
+explained verdicts from the manifests, with offline pod addresses, and the WAF's verdict on
+each of the scenario's requests, in process.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -149,6 +158,139 @@ def _report_flows(state: lab.LabState) -> None:
     console.print(f"console: {state.server}/ — `palisade flows --action deny` lists them too")
 
 
+def _waf_requests(scenario: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    section = dict(scenario.get("waf") or {})
+    return section, [dict(r) for r in section.get("requests") or []]
+
+
+_SEND = """
+import json, sys
+from palisade.lab._client import http_get
+ip, port, host, path, headers = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+print(http_get(ip, port, path, host, json.loads(headers)))
+"""
+
+
+def _show_waf(state: lab.LabState, scenario: dict[str, Any]) -> None:
+    """Send the scenario's requests from one pod to the protected one; show the answers and
+    the Security Events the server received."""
+    section, requests = _waf_requests(scenario)
+    if not requests or not state.server:
+        return
+    source, target = str(section["from"]), str(section["to"])
+    record = state.pods[target]
+    console.print(Rule(f"WAF inline in front of {target} (OWASP CRS): requests from {source}"))
+    table = Table(title_justify="left")
+    for column in ("REQUEST", "PATH", "ANSWER"):
+        table.add_column(column)
+    started = time.time()
+    blocked = 0
+    host = target.split("/", 1)[1].rsplit("-", 1)[0]
+    for request in requests:
+        argv = lab.exec_command(
+            source,
+            [
+                sys.executable,
+                "-c",
+                _SEND,
+                str(record.ip),
+                str(section.get("port", 80)),
+                f"{host}.{target.split('/', 1)[0]}",
+                str(request["path"]),
+                json.dumps(request.get("headers") or {}),
+            ],
+            Path(state.state_dir),
+        )
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+        answer = done.stdout.strip() if done.returncode == 0 else f"error: {done.stderr[-200:]}"
+        blocked += answer == "403"
+        shown = f"[red]{answer} blocked[/red]" if answer == "403" else answer
+        table.add_row(str(request.get("label", "")), str(request["path"])[:60], shown)
+    console.print(table)
+    events: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with ServerClient(state.server) as client:
+                events = [
+                    e
+                    for e in client.get("/events", type="waf", limit=100)["events"]
+                    if e["time"] >= started - 1
+                ]
+        except ServerError as exc:
+            console.print(f"[red]the server did not answer: {exc}[/red]")
+            return
+        if len(events) >= blocked:  # each blocked request is an event (so may others be)
+            break
+        time.sleep(0.5)
+    console.print(_events_table(events))
+    console.print(
+        "`palisade events --type waf` lists them; the console's security events view "
+        "acknowledges, dismisses, or excludes a rule for a path"
+    )
+
+
+def _events_table(events: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"Security Events: {len(events)}", title_justify="left")
+    for column in ("SOURCE", "TARGET", "ATTACK", "RULES", "ATT&CK", "VERDICT"):
+        table.add_column(column)
+    for event in sorted(events, key=lambda e: float(e["time"])):
+        record = event.get("record") or {}
+        table.add_row(
+            f"{event['source_namespace']}/{event['source_name']}"
+            if event.get("source_name")
+            else str(event.get("source_ip") or "-"),
+            f"{event['dest_namespace']}/{event['dest_name']}",
+            str(event["attack_vector"]),
+            " ".join(str(i) for i in record.get("rule_ids", [])[:6]),
+            f"{' '.join(event['mitre_ids'])} {event['mitre_tactic']}",
+            str(record.get("verdict", "")),
+        )
+    return table
+
+
+def _offline_waf(directory: Path, scenario: dict[str, Any]) -> None:
+    """The WAF's verdict on the scenario's requests, in process, with the manifests'
+    WebApplicationFirewall for the target."""
+    from palisade.model import WebApplicationFirewall, load_paths
+    from palisade.waf._config import crs_dir
+    from palisade.waf._service import engine_for
+
+    section, requests = _waf_requests(scenario)
+    if not requests:
+        return
+    namespace = str(section["to"]).split("/", 1)[0]
+    loaded = load_paths([directory / "demo"])
+    firewalls = [r for r in loaded.resources if isinstance(r, WebApplicationFirewall)]
+    spec = next((f.spec for f in firewalls if f.namespace == namespace), None)
+    if spec is None:
+        return
+    try:
+        engine = engine_for(spec, crs_dir())
+    except FileNotFoundError as exc:
+        err_console.print(f"WAF part skipped: {exc}")
+        return
+    console.print(Rule(f"WAF (OWASP CRS, {spec.mode}, PL{spec.paranoia_level}) on the requests"))
+    table = Table(title_justify="left")
+    for column in ("REQUEST", "VERDICT", "SCORE", "RULES"):
+        table.add_column(column)
+    for request in requests:
+        headers = "".join(f"{k}: {v}\r\n" for k, v in (request.get("headers") or {}).items())
+        raw = (
+            f"GET {request['path']} HTTP/1.1\r\nHost: orders.api\r\n"
+            f"User-Agent: palisade-demo/1\r\nAccept: */*\r\n{headers}\r\n"
+        ).encode()
+        result = engine.evaluate(raw)
+        ids = sorted({m.id for m in result.matches if m.logged})
+        table.add_row(
+            str(request.get("label", "")),
+            f"[red]blocked {result.status}[/red]" if result.blocked else "allowed",
+            str(result.inbound_score),
+            " ".join(str(i) for i in ids[:8]),
+        )
+    console.print(table)
+
+
 def _report_traffic(state: lab.LabState) -> None:
     rows = lab.traffic(Path(state.state_dir), TRAFFIC_WINDOW)
     console.print(Rule("live traffic"))
@@ -207,11 +349,13 @@ def demo(
         for table in matrix_tables(matrix, [str(s) for s in specs]):
             console.print(table)
         _explain(engine, scenario)
+        _offline_waf(directory, scenario)
         return
 
     def shown(state: lab.LabState) -> None:
         time.sleep(WARM_UP)  # a few rounds of the client loops
         _show_lab(state, specs, scenario)
+        _show_waf(state, scenario)
 
     run_lab(
         [manifests],

@@ -24,11 +24,14 @@ MAX_LOG = 1 << 20
 PAYLOAD = b"palisade-traffic\n"
 
 
-def http_get(ip: str, port: int, path: str, host: str) -> int:
+def http_get(
+    ip: str, port: int, path: str, host: str, headers: dict[str, str] | None = None
+) -> int:
     """One HTTP/1.1 GET; the response's status code (0 when there is none)."""
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     request = (
         f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: palisade-lab/1\r\n"
-        "Accept: text/plain\r\nConnection: close\r\n\r\n"
+        f"Accept: text/plain\r\n{extra}Connection: close\r\n\r\n"
     ).encode()
     with socket.create_connection((ip, port), timeout=TIMEOUT) as conn:
         conn.sendall(request)

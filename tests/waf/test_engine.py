@@ -342,3 +342,34 @@ def test_transformation_results_are_shared_between_rules() -> None:
     )
     assert engine.evaluate(get("/?q=%2561bc")).logged_ids() == {1, 2}
     assert engine.evaluate(get("/?q=%2541BC")).logged_ids() == {2}
+
+
+def test_request_body_access_off_skips_phase_two_as_v3_does() -> None:
+    rules = 'SecAction "id:1,phase:2,pass"\nSecAction "id:2,phase:1,pass"\n'
+    off = WafEngine.load([], before="SecRuleEngine On\nSecRequestBodyAccess Off\n" + rules)
+    assert off.evaluate(get("/")).logged_ids() == {2}
+    unset = WafEngine.load([], before="SecRuleEngine On\n" + rules)
+    assert unset.evaluate(get("/")).logged_ids() == {1, 2}
+    forced = WafEngine.load(
+        [],
+        before="SecRuleEngine On\nSecRequestBodyAccess Off\n"
+        + rules
+        + 'SecAction "id:3,phase:1,pass,nolog,ctl:requestBodyAccess=On"\n',
+    )
+    assert forced.evaluate(get("/")).logged_ids() == {1, 2}
+
+
+def test_unset_scalars_yield_an_empty_value_and_collections_nothing() -> None:
+    engine = load(
+        "\n".join(
+            [
+                'SecRule REQUEST_BODY "@rx ^$" "id:1,phase:2,pass"',
+                'SecRule &REQUEST_BODY "@eq 1" "id:2,phase:2,pass"',
+                'SecRule REQBODY_PROCESSOR "!@rx (?:URLENCODED|MULTIPART|XML|JSON)" '
+                '"id:3,phase:1,pass"',
+                'SecRule ARGS_POST "@rx ^$" "id:4,phase:2,pass"',
+                'SecRule &ARGS_POST "@eq 0" "id:5,phase:2,pass"',
+            ]
+        )
+    )
+    assert engine.evaluate(get("/")).logged_ids() == {1, 2, 3, 5}

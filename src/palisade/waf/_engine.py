@@ -143,7 +143,7 @@ class Transaction:
         self.request = request
         self.response = response
         self.mode = settings.rule_engine
-        self.request_body_access = settings.request_body_access
+        self.request_body_access: bool | None = None  # ctl:requestBodyAccess
         self.response_body_access = settings.response_body_access
         self.started = time.monotonic()
         self.unique_id = f"{time.time_ns() // 1000}{_PROCESS_TAG}{next(_UNIQUE)}"
@@ -172,6 +172,7 @@ class Transaction:
         self._inbound_data_error = False
         self._outbound_data_error = False
         self._response_body: str | None = None
+        self._request_body_text = ""
         self._value_cache: dict[tuple[int, tuple[Target, ...]], list[tuple[str, str]]] = {}
         self._candidate_cache: dict[tuple[int, tuple[Target, ...], int], list[tuple[str, str]]] = {}
         self._indexes: dict[str, dict[str, Items]] = {}
@@ -184,10 +185,8 @@ class Transaction:
         if self.mode != "Off":
             self._request_headers_setup()
             self._evaluate_phase(1)
-            if not self.interrupted:
-                self._process_request_body()
-                if not self.interrupted:
-                    self._evaluate_phase(2)
+            if not self.interrupted and self._process_request_body() and not self.interrupted:
+                self._evaluate_phase(2)
             if self.response is not None and not self.interrupted:
                 self._evaluate_phase(3)
                 if not self.interrupted:
@@ -212,7 +211,9 @@ class Transaction:
             if lowered.startswith("application/x-www-form-urlencoded"):
                 self.body_processor = "URLENCODED"
 
-    def _process_request_body(self) -> None:
+    def _process_request_body(self) -> bool:
+        """Run the body processor; False when phase 2 must not run (v3: the request body
+        access is off — the processor still ran, the rules do not)."""
         settings = self.ruleset.settings
         body = self.request.body
         if settings.request_body_limit and len(body) > settings.request_body_limit:
@@ -223,7 +224,7 @@ class Transaction:
                 if self.mode == "On":
                     self.status = 403
                     self.interrupted = True
-                    return
+                    return False
                 body = b""
         from ._body import BodyLimits, process_body
 
@@ -234,19 +235,23 @@ class Transaction:
             arguments_limit=settings.arguments_limit,
             limit_action=settings.request_body_limit_action,
         )
-        if self.request_body_access:
-            self._body = process_body(
-                body, self._header("content-type"), self.body_processor, limits
-            )
-            if self._body.exceeded:
-                self._inbound_data_error = True
+        self._body = process_body(body, self._header("content-type"), self.body_processor, limits)
+        if self._body.exceeded:
+            self._inbound_data_error = True
         self._scalars.clear()
         self._indexes.clear()
         self._items.pop("ARGS", None)
         self._items.pop("ARGS_NAMES", None)
         self._items.pop("ARGS_POST", None)
         self._items.pop("ARGS_POST_NAMES", None)
+        if self.request_body_access is not None:
+            access = self.request_body_access
+        else:
+            access = settings.request_body_access is not False
+        if not access:
+            return False
         self._request_body_text = body.decode("latin-1") if body else ""
+        return True
 
     def _prepare_response_body(self) -> None:
         response = self.response
@@ -756,6 +761,10 @@ class Transaction:
         if name in self._scalars:
             return self._scalars[name]
         value = self._compute_scalar(name)
+        if value is None and name not in _COMPUTED_SCALARS:
+            # v3 keeps these in "anchored" variables, which yield their (empty) value even
+            # when nothing set them: a rule over an unset one sees "".
+            value = ""
         if name not in _UNCACHED:
             self._scalars[name] = value
         return value
@@ -778,11 +787,10 @@ class Transaction:
             if name in simple:
                 return simple[name]
             if name == "REQUEST_BODY":
-                text = getattr(self, "_request_body_text", "")
-                return text if (text and self.request_body_access) else None
+                return self._request_body_text or None
             if name == "REQUEST_BODY_LENGTH":
-                text = getattr(self, "_request_body_text", "")
-                return str(len(text)) if (text and self.request_body_access) else None
+                text = self._request_body_text
+                return str(len(text)) if text else None
             return None
         if name == "MATCHED_VAR":
             return self.matched_var
@@ -828,7 +836,7 @@ class Transaction:
             return str(value) if value is not None else "0"
         if name == "FULL_REQUEST" or name == "FULL_REQUEST_LENGTH":
             text = "".join(f"{k}: {v}\n" for k, v in request.headers) + "\n\n"
-            text += getattr(self, "_request_body_text", "")
+            text += self._request_body_text
             return text if name == "FULL_REQUEST" else str(len(text))
         if name.startswith("RESPONSE_") or name == "STATUS_LINE":
             return self._response_scalar(name)
@@ -869,6 +877,27 @@ class Transaction:
 
 
 _SCALAR_NAMES: frozenset[str] = frozenset()  # filled below from _rules.SCALARS
+# Scalars v3 computes on demand (absent when there is nothing to report); every other scalar
+# is an anchored variable that always yields a value.
+_COMPUTED_SCALARS = frozenset(
+    {
+        "DURATION",
+        "HIGHEST_SEVERITY",
+        "MODSEC_BUILD",
+        "REMOTE_USER",
+        "STATUS_LINE",
+        "WEBSERVER_ERROR_LOG",
+        "TIME",
+        "TIME_EPOCH",
+        "TIME_SEC",
+        "TIME_MIN",
+        "TIME_HOUR",
+        "TIME_DAY",
+        "TIME_MON",
+        "TIME_YEAR",
+        "TIME_WDAY",
+    }
+)
 _UNCACHED = frozenset(
     {
         "TX",

@@ -346,7 +346,7 @@ class Rule:
 @dataclass(slots=True)
 class EngineSettings:
     rule_engine: str = "On"  # ModSecurity's default when SecRuleEngine is absent
-    request_body_access: bool = False
+    request_body_access: bool | None = None  # None: not configured (v3 then runs phase 2)
     response_body_access: bool = False
     request_body_limit: int = 13107200
     request_body_no_files_limit: int = 1048576

@@ -12,8 +12,17 @@ REPO = Path(__file__).resolve().parents[2]
 EXPECTED_FIGURES = [
     r"^input: [\d,]+ Calico records from [\d,]+ templates \([\d,]+ MB NDJSON, \d+ B/record\)"
     r"\s+[\d.]+ s",
+    r"^input: the same as [\d,]+ Arrow IPC batches of [\d,]+ records \([\d,]+ MB, \d+ B/record\)"
+    r"\s+[\d.]+ s",
+    r"^\(a\) Arrow batches -> FlowStore.ingest_arrow, [\d,]+ records each, one transaction each"
+    r" \(file store\)\s+[\d,]+ rec/s\s+median of 2: [\d.]+, [\d.]+ s, cpu [\d.]+ s",
+    r"^\(a\) the same, \d+ batches per transaction \(the server.s group commit\)\s+[\d,]+ rec/s"
+    r"\s+median of 2",
+    r"^\(a\) Arrow batches over HTTP -> palisade server \(uvicorn, loopback\), \d+ senders"
+    r" \(cpu: the server.s\)\s+[\d,]+ rec/s\s+median of 2",
     r"^\s+reference: DuckDB.s JSON reader alone \(every field, nothing stored\)\s+[\d,]+ rec/s",
-    r"^\(a\) ingest_ndjson, [\d,]+ records \(file store\)\s+[\d,]+ rec/s\s+[\d.]+ s",
+    r"^\(a\) Calico JSON lines -> FlowStore.ingest_ndjson, one file \(file store\)\s+[\d,]+ rec/s"
+    r"\s+median of 2",
     r"^\(b\) service graph, namespace view \(\d+ nodes, \d+ edges\), median of \d+\s+[\d.]+ s",
     r"^\s+the same with one namespace expanded \(\d+ edges\)\s+[\d.]+ s",
     r"^\s+the same over a one-hour window\s+[\d.]+ s",

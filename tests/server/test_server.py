@@ -8,16 +8,19 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pyarrow as pa
 import pytest
 import yaml
 from fastapi.testclient import TestClient
 
 from palisade.flows import FlowRecord
+from palisade.flowstore import ARROW_STREAM_MEDIA_TYPE, records_to_arrow, to_ipc_stream
 from palisade.resources import store_key
 from palisade.server import FlowShipper, ServerConfig, create_app
-from palisade.server._client import encode_records
+from palisade.server._client import encode_arrow, encode_records
 from tests.server.conftest import PALISADE, ServerProcess
 
 NAMESPACE = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}
@@ -129,17 +132,91 @@ def test_ingest_is_idempotent_per_batch_and_queries_filter(client: TestClient) -
     assert client.get("/api/v1/flows", params={"window": "bogus"}).status_code == 400
 
 
+def test_ingest_takes_arrow_streams_whole_or_not_at_all(client: TestClient) -> None:
+    records = [record(i) for i in range(10)] + [record(i, action="deny") for i in range(10, 14)]
+    body = encode_arrow(records)
+    headers = {"Content-Type": ARROW_STREAM_MEDIA_TYPE, "X-Palisade-Batch": "a1"}
+    first = client.post("/api/v1/flows/ingest", content=body, headers=headers)
+    assert first.status_code == 200, first.text
+    assert first.json() == {"batch": "a1", "imported": 14, "duplicate": False, "malformed": []}
+    again = client.post("/api/v1/flows/ingest", content=body, headers=headers)
+    assert again.json()["imported"] == 0 and again.json()["duplicate"]
+    # the same batch id sent as NDJSON is the same batch
+    json_again = client.post(
+        "/api/v1/flows/ingest", content=encode_records(records), headers={"X-Palisade-Batch": "a1"}
+    )
+    assert json_again.json()["duplicate"]
+    denied = client.get("/api/v1/flows", params={"action": "deny"}).json()
+    assert len(denied) == 4 and FlowRecord.from_json(denied[0]) in records
+
+    table = records_to_arrow(records)
+    bad = table.set_column(4, "proto", pa.array([*table.column("proto").to_pylist()[:-1], ""]))
+    headers["X-Palisade-Batch"] = "a2"
+    refused = client.post("/api/v1/flows/ingest", content=to_ipc_stream(bad), headers=headers)
+    assert refused.status_code == 422
+    assert "row 14: proto: missing" in refused.json()["detail"]
+    not_arrow = client.post("/api/v1/flows/ingest", content=body[:100], headers=headers)
+    assert not_arrow.status_code == 422 and "not an Arrow IPC stream" in not_arrow.text
+    assert client.get("/api/v1/health").json()["flow_records"] == 14
+    # refused batches are not remembered: the fixed batch goes in under the same id
+    fixed = client.post("/api/v1/flows/ingest", content=body, headers=headers)
+    assert fixed.json()["imported"] == 14
+
+
+def test_concurrent_arrow_batches_share_commits(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    from palisade.flowstore import FlowStore
+
+    groups: list[int] = []
+    ingest = FlowStore.ingest_arrow_batches
+
+    def slow_ingest(self: FlowStore, batches: Any) -> Any:
+        groups.append(len(batches))
+        time.sleep(0.1)  # a slow commit, during which the other requests queue up
+        return ingest(self, batches)
+
+    monkeypatch.setattr(FlowStore, "ingest_arrow_batches", slow_ingest)
+    answers: list[int] = []
+
+    def send(index: int) -> None:
+        body = encode_arrow(record(index * 10 + i) for i in range(10))
+        answer = client.post(
+            "/api/v1/flows/ingest",
+            content=body,
+            headers={"Content-Type": ARROW_STREAM_MEDIA_TYPE, "X-Palisade-Batch": f"c{index}"},
+        )
+        answers.append(answer.json()["imported"])
+
+    threads = [threading.Thread(target=send, args=(index,)) for index in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == [10] * 16
+    assert client.get("/api/v1/health").json()["flow_records"] == 160
+    assert sum(groups) == 16 and max(groups) > 1  # fewer commits than batches
+
+
 def test_a_server_restarted_during_ingest_loses_no_record(
     server_process: ServerProcess, tmp_path: Path
 ) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    # segments an agent of the previous version spooled (NDJSON) before it was upgraded
+    for index in range(3):
+        body = encode_records(record(10_000 + index * 25 + i) for i in range(25))
+        (spool / f"{index:020d}-0000000{index}.ndjson").write_bytes(body)
     server_process.start()
-    shipper = FlowShipper(
-        tmp_path / "spool", server_process.url, node="node-0", backoff=(0.05, 0.1, 0.2)
-    )
+    shipper = FlowShipper(spool, server_process.url, node="node-0", backoff=(0.05, 0.1, 0.2))
     try:
-        sent = 0
+        sent = 75
         for batch in range(40):
-            shipper.add(record(batch * 25 + i) for i in range(25))
+            segment = shipper.add(record(batch * 25 + i) for i in range(25))
+            assert segment is not None and segment.suffix == ".arrows"  # spooled as Arrow
             sent += 25
             if batch in (10, 25):
                 server_process.kill()  # mid-stream, batches spooled and some unacknowledged
@@ -147,13 +224,40 @@ def test_a_server_restarted_during_ingest_loses_no_record(
                 server_process.start()
         assert shipper.flush(timeout=60), shipper.last_error
         assert shipper.failures > 0  # the outages were felt, and retried through
+        assert shipper.rejected_batches == 0
     finally:
         shipper.close()
     assert httpx.get(f"{server_process.url}/api/v1/health").json()["flow_records"] == sent
+    flows = httpx.get(f"{server_process.url}/api/v1/flows", params={"limit": 5000}).json()
+    assert sorted(f["start_time"] for f in flows) == sorted(
+        [record(10_000 + i).start_time for i in range(75)]
+        + [record(i).start_time for i in range(1000)]
+    )
     # and the records survive the server's own restart
     server_process.stop()
     server_process.start()
     assert httpx.get(f"{server_process.url}/api/v1/health").json()["flow_records"] == sent
+
+
+def test_a_batch_the_server_refuses_is_set_aside_not_retried_forever(
+    server_process: ServerProcess, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    table = records_to_arrow([record(0)])
+    bad = table.set_column(2, "action", [["maybe"]])
+    (spool / "00000000000000000001-00000001.arrows").write_bytes(to_ipc_stream(bad))
+    server_process.start()
+    shipper = FlowShipper(spool, server_process.url, node="node-0", backoff=(0.05,))
+    try:
+        shipper.add([record(1), record(2)])
+        assert shipper.flush(timeout=30), shipper.last_error
+    finally:
+        shipper.close()
+    assert shipper.rejected_batches == 1
+    assert "action: maybe is not allow or deny" in (shipper.last_error or "")
+    assert (spool / "rejected" / "00000000000000000001-00000001.arrows").exists()
+    assert httpx.get(f"{server_process.url}/api/v1/health").json()["flow_records"] == 2
 
 
 def test_flows_cli_queries_and_imports_through_the_server(

@@ -282,19 +282,19 @@ class FlowStore:
         table = pa.concat_tables([t for _, t in batches]) if len(batches) > 1 else batches[0][1]
         now = time.time()
         ids = [(batch_id, t.num_rows, now) for batch_id, t in batches if batch_id is not None]
-        connection.register("arrow_batch", table)
+        self._register("arrow_batch", table)
         connection.execute("SET preserve_insertion_order = false")
         try:
             connection.execute("BEGIN TRANSACTION")
             try:
-                connection.execute(self._insert_arrow)
+                connection.execute(self._insert_arrow).fetchall()
                 row = connection.execute(self._rollup_arrow).fetchone()
                 appended = int(row[0]) if row else 0
                 if ids:
                     connection.execute(
                         "INSERT INTO ingest_batches SELECT unnest(?), unnest(?), unnest(?)",
                         [[i[0] for i in ids], [i[1] for i in ids], [i[2] for i in ids]],
-                    )
+                    ).fetchall()
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
@@ -307,11 +307,17 @@ class FlowStore:
         if self._rollup_appended > max(50_000, self._rollup_rows // 2):
             self._compact_rollup()
 
+    def _register(self, name: str, table: Any) -> None:
+        # DuckDB refuses to register a view while an earlier statement's result is not
+        # exhausted (a ``fetchone`` leaves it open): finish it with a trivial statement.
+        self._connection.execute("SELECT 1").fetchall()
+        self._connection.register(name, table)
+
     def _arrow_problem(self, table: Any) -> str | None:
         """The first invalid row of a conformed table, as ``row N: reason`` (rows count from
         1), with how many more there are; ``None`` if every row is valid."""
         connection = self._connection
-        connection.register("arrow_check", table)
+        self._register("arrow_check", table)
         try:
             rows = connection.execute(
                 f"SELECT row_no, {ARROW_INVALID_REASON}, count(*) OVER () FROM"

@@ -500,6 +500,22 @@ def test_http09_request_gets_no_status_line_so_go_ftw_sees_an_error() -> None:
     assert seen.error is not None and seen.status is None
 
 
+@pytest.mark.parametrize(
+    ("connection", "version", "logged"),
+    [("", "HTTP/1.1", {1}), ("Connection: close\r\n", "HTTP/1.1", set()), ("", "HTTP/1.0", set())],
+)
+def test_a_pipelined_request_on_a_kept_alive_connection_is_logged_too(
+    connection: str, version: str, logged: set[int]
+) -> None:
+    second = post(b"an attack")
+    first = f"GET / {version}\r\nHost: a\r\n{connection}\r\n".encode()
+    engine = FakeEngine()
+    seen = run_stage(engine, first + b"\r\n" + second)
+    assert seen.status == 200 and seen.logged_ids == frozenset(logged)
+    assert len(engine.seen) == 1 + len(logged)
+    assert run_stage(FakeEngine(), first + b"hi=attack\r\n").logged_ids == frozenset()
+
+
 def test_albedo_reflects_status_headers_and_body_into_the_response_phases() -> None:
     spec = {"status": 503, "headers": {"x-a": "1", "bad name": "dropped"}, "body": "a leak"}
     engine = FakeEngine()
@@ -530,16 +546,27 @@ def test_albedo_reflects_status_headers_and_body_into_the_response_phases() -> N
             "application/json",
         ),
         ({}, 200, b"", None),
+        ([1, 2], 400, b"Invalid JSON in request body", "text/plain"),
+        ({"body": {"a": 1}}, 400, b"Invalid JSON in request body", "text/plain"),
+        ({"headers": {"a": 1}}, 400, b"Invalid JSON in request body", "text/plain"),
+        ({"status": 200.0}, 400, b"Invalid JSON in request body", "text/plain"),
+        ({"encodedBody": "%%%"}, 200, b"invalid base64 encoding of response body", "text/plain"),
     ],
 )
 def test_albedo_reflection_edge_cases(
-    spec: dict[str, object], status: int, body: bytes, content_type: str | None
+    spec: object, status: int, body: bytes, content_type: str | None
 ) -> None:
     request = HttpRequest("POST", "/reflect", "HTTP/1.1", (), json.dumps(spec).encode())
     response = albedo_response(request)
     assert (response.status, response.body) == (status, body)
     found = dict(response.headers).get("Content-Type")
     assert (found or None) is None if content_type is None else found.startswith(content_type)
+
+
+def test_albedo_takes_the_last_key_that_matches_a_field_ignoring_case() -> None:
+    raw = b'{"status": 201, "STATUS": 202, "body": "a", "Body": "b"}'
+    response = albedo_response(HttpRequest("POST", "/reflect", "HTTP/1.1", (), raw))
+    assert (response.status, response.body) == (202, b"b")
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,8 @@ from palisade.waf._body import BodyLimits, BodyResult, process_body
 from palisade.waf._http import (
     HttpParseError,
     HttpRequest,
+    _header_lines,
+    _header_lines_fast,
     parse_request,
     parse_response,
     request_line_data,
@@ -155,6 +157,25 @@ def test_request_line_data_on_hand_made_requests(
     assert all(name for name, _ in data.cookies)
     if "?" in data.request_uri_raw:
         assert data.query_string == data.request_uri_raw.split("?", 1)[1]
+
+
+_header_pieces = st.sampled_from(
+    [b"X-A", b"b", b"Host", b"_", b".", b":", b": ", b" ", b"\t", b"\r\n", b"\n", b"\r", b"\x00",
+     b"\xe9", b"value", b"a b", b"-", b"0"]
+)  # fmt: skip
+
+
+@FAST
+@given(st.lists(_header_pieces, max_size=30))
+def test_header_fast_path_agrees_with_the_line_reader(pieces: list[bytes]) -> None:
+    block = b"".join(pieces) + b"\r\n\r\n"
+    fast = _header_lines_fast(block, 0, 65536)
+    try:
+        slow: object = _header_lines(block, 0, 0, 65536)
+    except HttpParseError:
+        slow = None
+    if fast is not None:
+        assert fast == slow
 
 
 def test_huge_header_block_is_refused_fast() -> None:

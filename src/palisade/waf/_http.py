@@ -279,6 +279,51 @@ def _valid_host(value: bytes) -> bool:
     return bool(host)
 
 
+# Common case in one C-level pass: every line "name: value" with a valid name, no NUL, no
+# stray CR, and the whole block small enough that no line can pass nginx's line limit.
+_HEADER_BLOCK = re.compile(rb"(?:[A-Za-z0-9\-]+:[^\x00\r\n]*\r?\n)*\r?\n")
+_HEADER_ITEM = re.compile(rb"([A-Za-z0-9\-]+):[ \t]*([^\r\n]*?)[ \t]*\r?\n")
+
+
+def _header_lines_fast(
+    raw: bytes, pos: int, limit: int
+) -> tuple[list[tuple[bytes, bytes]], int] | None:
+    """The header block when every line is plain; None sends it to `_header_lines`."""
+    m = _HEADER_BLOCK.match(raw, pos, min(limit, pos + _MAX_LINE))
+    if m is None:
+        return None
+    end = m.end()
+    blank = 2 if raw[end - 2 : end] == b"\r\n" and end - 2 >= pos else 1
+    return _HEADER_ITEM.findall(raw, pos, end - blank), end
+
+
+def _header_lines(
+    raw: bytes, pos: int, start: int, max_header_bytes: int
+) -> tuple[list[tuple[bytes, bytes]], int]:
+    """The header block line by line, as nginx reads it: (name, value) pairs, body offset."""
+    lines: list[tuple[bytes, bytes]] = []
+    while True:
+        lf = raw.find(b"\n", pos)
+        if lf < 0:
+            raise HttpParseError("incomplete header")
+        if lf - start > max_header_bytes:
+            raise HttpParseError("request header too large")
+        hline = raw[pos:lf]
+        pos = lf + 1
+        stripped = hline.rstrip(b"\r")
+        if not stripped:
+            if len(hline) > 1:
+                raise HttpParseError("invalid end of header")
+            return lines, pos
+        if b"\r" in stripped:
+            raise HttpParseError("invalid header line: CR inside the line")
+        if len(stripped) > _MAX_LINE:
+            raise HttpParseError("header line too long")
+        parsed = _parse_header_line(stripped)
+        if parsed is not None:
+            lines.append(parsed)
+
+
 def parse_request(raw: bytes, *, max_header_bytes: int = 65536) -> HttpRequest:
     """Parse one HTTP/1.x request as nginx 1.22 does; raise `HttpParseError` where it refuses.
 
@@ -305,55 +350,40 @@ def parse_request(raw: bytes, *, max_header_bytes: int = 65536) -> HttpRequest:
     if not version_b:  # HTTP/0.9: nginx reads no headers and no body
         return HttpRequest(method, uri, version, (), b"")
 
-    headers: list[tuple[str, str]] = []
-    seen_unique: set[bytes] = set()
     pos = lf + 1
-    while True:
-        lf = raw.find(b"\n", pos)
-        if lf < 0:
-            raise HttpParseError("incomplete header")
-        if lf - start > max_header_bytes:
-            raise HttpParseError("request header too large")
-        hline = raw[pos:lf]
-        pos = lf + 1
-        stripped = hline.rstrip(b"\r")
-        if not stripped:
-            if len(hline) > 1:
-                raise HttpParseError("invalid end of header")
-            break
-        if b"\r" in stripped:
-            raise HttpParseError("invalid header line: CR inside the line")
-        if len(stripped) > _MAX_LINE:
-            raise HttpParseError("header line too long")
-        parsed = _parse_header_line(stripped)
-        if parsed is None:
-            continue
-        name, value = parsed
+    found = _header_lines_fast(raw, pos, start + max_header_bytes)
+    if found is None:
+        found = _header_lines(raw, pos, start, max_header_bytes)
+    lines, pos = found
+
+    headers: list[tuple[str, str]] = []
+    unique: dict[bytes, bytes] = {}
+    for name, value in lines:
         lname = name.lower()
         if lname in _UNIQUE:
-            if lname in seen_unique:
+            if lname in unique:
                 raise HttpParseError(f"duplicate {name.decode('latin-1')} header")
-            seen_unique.add(lname)
+            unique[lname] = value
             if lname == b"host" and not _valid_host(value):
                 raise HttpParseError("invalid Host header")
         headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     version_match = _VERSION.fullmatch(version_b)
     http11 = version_match is not None and int(version_match.group(2)) >= 1
-    lowered = {k.lower(): v for k, v in headers}
-    if http11 and "host" not in lowered and not _absolute_with_host(line):
+    if http11 and b"host" not in unique and not _absolute_with_host(line):
         raise HttpParseError("HTTP/1.1 request without Host header")
     content_length: int | None = None
-    if "content-length" in lowered:
-        cl = lowered["content-length"]
-        if not cl.isdigit() or not cl.isascii() or len(cl) > 18:
+    cl = unique.get(b"content-length")
+    if cl is not None:
+        if not cl.isdigit() or len(cl) > 18:
             raise HttpParseError("invalid Content-Length header")
         content_length = int(cl)
     chunked = False
-    if "transfer-encoding" in lowered:
+    te = unique.get(b"transfer-encoding")
+    if te is not None:
         if not http11:
             raise HttpParseError("Transfer-Encoding in an HTTP/1.0 request")
-        if lowered["transfer-encoding"].lower() != "chunked":
+        if te.lower() != b"chunked":
             raise HttpParseError("unknown Transfer-Encoding", 501)
         if content_length is not None:
             raise HttpParseError("both Content-Length and Transfer-Encoding")

@@ -530,6 +530,8 @@ def test_albedo_reflects_status_headers_and_body_into_the_response_phases() -> N
         "Content-Length": "6",
     }
     assert seen.logged_ids == frozenset({2})
+    assert seen.response.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert seen.response.endswith(b"\r\n\r\na leak")
 
 
 @pytest.mark.parametrize(

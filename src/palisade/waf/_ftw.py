@@ -26,6 +26,7 @@ import re
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from typing import Protocol
 
@@ -331,11 +332,15 @@ def albedo_response(request: HttpRequest) -> HttpResponse:
     return HttpResponse(status, "HTTP/1.1", tuple(sorted(reflected.items())), payload)
 
 
-def _render_response(response: HttpResponse) -> bytes:
-    head = f"HTTP/1.1 {response.status}\r\n" + "".join(
-        f"{name}: {value}\r\n" for name, value in response.headers
-    )
-    return head.encode("latin-1", "replace") + b"\r\n" + response.body
+def _render_response(status: int, headers: Iterable[tuple[str, str]], body: bytes) -> bytes:
+    """The response as nginx sends it to go-ftw (for ``response_contains``)."""
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = ""
+    lines = [f"HTTP/1.1 {status} {reason}", "Server: nginx"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + body
 
 
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
@@ -379,8 +384,8 @@ def run_stage(engine: WafEngineLike, raw: bytes) -> StageObservation:
         request = parse_request(raw)
     except HttpParseError as exc:
         # nginx answers before ModSecurity runs: no log lines for this stage.
-        body = b"<html><head><title>bad request</title></head></html>"
-        response = f"HTTP/1.1 {exc.status} \r\nContent-Type: text/html\r\n\r\n".encode() + body
+        page = f"<html><head><title>{exc.status}</title></head></html>".encode()
+        response = _render_response(exc.status, [("Content-Type", "text/html")], page)
         return StageObservation(exc.status, None, (), frozenset(), response, str(exc))
     backend, result, lines = _transaction(engine, request)
     ids = set(result.logged_ids())
@@ -402,7 +407,8 @@ def run_stage(engine: WafEngineLike, raw: bytes) -> StageObservation:
             _, second_result, second_lines = _transaction(engine, second)
             lines += second_lines
             ids |= second_result.logged_ids()
-    return StageObservation(status, None, lines, frozenset(ids), _render_response(backend))
+    response = _render_response(status, backend.headers, backend.body)
+    return StageObservation(status, None, lines, frozenset(ids), response)
 
 
 # ---- judging ---------------------------------------------------------------------------------

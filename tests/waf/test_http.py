@@ -120,15 +120,18 @@ def test_http09_request_reads_no_headers() -> None:
     assert _status(b"POST / \r\n\r\n") == 400  # HTTP/0.9 knows only GET
 
 
-def test_absolute_uri_keeps_only_the_path() -> None:
+def test_absolute_uri_modsecurity_sees_only_the_path() -> None:
     request = parse_request(b"GET http://localhost/a/b.php?c=d HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert request.uri == "/a/b.php?c=d"
-    bare = parse_request(b"GET http://localhost HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert bare.uri == "/"
-    data = request_line_data(bare)
-    assert data.request_line == "GET / HTTP/1.1"
+    assert request.uri == "http://localhost/a/b.php?c=d"  # as written
+    data = request_line_data(request)
+    assert (data.request_uri_raw, data.request_line) == (
+        "/a/b.php?c=d",
+        "GET /a/b.php?c=d HTTP/1.1",
+    )
+    bare = request_line_data(parse_request(b"GET http://localhost HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert (bare.request_uri_raw, bare.request_line) == ("/", "GET / HTTP/1.1")
     # the request line names the host, so HTTP/1.1 needs no Host header
-    assert parse_request(b"GET http://localhost/ HTTP/1.1\r\n\r\n").uri == "/"
+    assert parse_request(b"GET http://localhost/ HTTP/1.1\r\n\r\n").uri == "http://localhost/"
 
 
 # --------------------------------------------------------------------------------------------

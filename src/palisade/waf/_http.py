@@ -6,8 +6,9 @@ wherever nginx refuses the request before any rule runs. The model is nginx's re
 and header-line state machines (``ngx_http_parse.c``) and the checks of
 ``ngx_http_process_request_header``:
 
-- the method is ``[A-Z_-]+``; the URI is origin-form or absolute-form (nginx then keeps only
-  the path, ``http://host`` alone becomes ``/``); spaces or control bytes in the URI, a
+- the method is ``[A-Z_-]+``; the URI is origin-form or absolute-form (kept as written in
+  `HttpRequest`; ModSecurity is given only its path, ``http://host`` alone becoming ``/``);
+  spaces or control bytes in the URI, a
   version other than ``HTTP/1.x`` (``HTTP/2`` and up: 505), ``%`` not followed by two hex
   digits, ``%00`` or a ``..`` above the root in the path: all 400;
 - no version at all is HTTP/0.9 (GET only, no headers are read);
@@ -110,8 +111,8 @@ _HEX2 = re.compile(rb"%([0-9A-Fa-f]{2})")
 _BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 
-def _parse_request_line(line: bytes) -> tuple[bytes, bytes, bytes]:
-    """(method, uri as nginx's unparsed_uri, version as written); raises like nginx."""
+def _parse_request_line(line: bytes) -> tuple[bytes, bytes, bytes, bytes]:
+    """(method, URI as written, URI as nginx's unparsed_uri, version as written)."""
     if b"\r" in line:
         raise HttpParseError("invalid request line: CR inside the line")
     m = _METHOD.match(line)
@@ -127,6 +128,7 @@ def _parse_request_line(line: bytes) -> tuple[bytes, bytes, bytes]:
     uri_end = line.find(b" ", pos)
     if uri_end < 0:
         uri_end = n
+    written = line[pos:uri_end]
     first = line[pos]
     if first == 0x2F:  # "/"
         uri = line[pos:uri_end]
@@ -146,7 +148,7 @@ def _parse_request_line(line: bytes) -> tuple[bytes, bytes, bytes]:
             uri = line[after:uri_end]
         else:
             raise HttpParseError("invalid request line: host")
-    if _CONTROL.search(uri) is not None:
+    if _CONTROL.search(written) is not None:
         raise HttpParseError("invalid request line: control character in the URI")
     pos = uri_end
     while pos < n and line[pos] == 0x20:
@@ -154,7 +156,7 @@ def _parse_request_line(line: bytes) -> tuple[bytes, bytes, bytes]:
     if pos >= n:  # HTTP/0.9
         if method != b"GET":
             raise HttpParseError("invalid HTTP/0.9 method")
-        return method, uri, b""
+        return method, written, uri, b""
     rest = line[pos:]
     if not rest.startswith(b"HTTP/"):
         raise HttpParseError("invalid request line: version")
@@ -172,7 +174,7 @@ def _parse_request_line(line: bytes) -> tuple[bytes, bytes, bytes]:
     v = _VERSION.fullmatch(rest)
     if v is None or int(v.group(2)) > 999:
         raise HttpParseError("invalid request line: version")
-    return method, uri, rest.rstrip(b" ")
+    return method, written, uri, rest.rstrip(b" ")
 
 
 def _check_path(uri: bytes) -> None:
@@ -355,8 +357,8 @@ def parse_request(raw: bytes, *, max_header_bytes: int = 65536) -> HttpRequest:
         line = line[:-1]
     if len(line) > _MAX_LINE:
         raise HttpParseError("request line too long", 414)
-    method_b, uri_b, version_b = _parse_request_line(line)
-    _check_path(uri_b)
+    method_b, uri_b, path_b, version_b = _parse_request_line(line)
+    _check_path(path_b)
     method = method_b.decode("latin-1")
     uri = uri_b.decode("latin-1")
     version = version_b.decode("latin-1")

@@ -8,9 +8,9 @@ and header-line state machines (``ngx_http_parse.c``) and the checks of
 
 - the method is ``[A-Z_-]+``; the URI is origin-form or absolute-form (kept as written in
   `HttpRequest`; ModSecurity is given only its path, ``http://host`` alone becoming ``/``);
-  spaces or control bytes in the URI, a
-  version other than ``HTTP/1.x`` (``HTTP/2`` and up: 505), ``%`` not followed by two hex
-  digits, ``%00`` or a ``..`` above the root in the path: all 400;
+  spaces or control bytes in the URI, a version other than ``HTTP/1.x`` (``HTTP/2`` and up:
+  505), ``%`` not followed by two hex digits, ``%00`` or a ``..`` above the root in the path:
+  all 400;
 - no version at all is HTTP/0.9 (GET only, no headers are read);
 - header names are letters, digits and ``-``; a name with any other visible byte (``_``,
   ``.``) is dropped silently (``ignore_invalid_headers``), a name with a space, a tab or a

@@ -293,10 +293,10 @@ def test_loader_defaults_quirks_and_stray_keys(tmp_path: Path) -> None:
           - desc: no test_id
             stages:
               - input:
-                  port: 8080
+                  port: 8080.0
                   version: ""
                   headers: {Content-Length: 12, X-Flag: true}
-                  stop_magic: true
+                  stop_magic: "yes"  # YAML 1.1 words count even quoted, as in yaml.v3
                   unknown_key: ignored
                 output:
                   log_contains: id "942100"
@@ -382,6 +382,12 @@ def test_rule_id_as_written_names_the_tests(tmp_path: Path) -> None:
             "already used",
         ),
         ("tests: [\n", "", "", "invalid YAML"),
+        (
+            "tests:\n  - test_id: 1\n    stages:\n      - output: {expect_error: 'true'}\n",
+            "100-1",
+            "tests[0].stages[0].output.expect_error",
+            "expected a boolean",
+        ),
     ],
 )
 def test_malformed_files_give_one_error_with_file_test_path_and_reason(

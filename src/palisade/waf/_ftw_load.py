@@ -172,8 +172,12 @@ class _DuplicateKey(yaml.YAMLError):
 
 
 _NULLS = frozenset({"", "~", "null", "Null", "NULL"})
-_TRUE = frozenset({"true", "True", "TRUE", "y", "Y", "yes", "Yes", "YES", "on", "On", "ON"})
-_FALSE = frozenset({"false", "False", "FALSE", "n", "N", "no", "No", "NO", "off", "Off", "OFF"})
+# yaml.v3 into a bool: YAML 1.2's true/false from plain scalars only; YAML 1.1's words from
+# any scalar (it compares the string), for compatibility.
+_TRUE_12, _FALSE_12 = frozenset({"true", "True", "TRUE"}), frozenset({"false", "False", "FALSE"})
+_TRUE_11 = frozenset({"y", "Y", "yes", "Yes", "YES", "on", "On", "ON"})
+_FALSE_11 = frozenset({"n", "N", "no", "No", "NO", "off", "Off", "OFF"})
+_FLOAT = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?")
 _INT = re.compile(r"[-+]?(?:0|[1-9][0-9_]*|0[xX][0-9a-fA-F_]+|0[oO]?[0-7_]+|0[bB][01_]+)")
 
 
@@ -272,9 +276,9 @@ class _Fields:
         value = self.mapping.get(key)
         if value is None:
             return None
-        if isinstance(value, _Plain) and value in _TRUE:
+        if value in _TRUE_11 or (isinstance(value, _Plain) and value in _TRUE_12):
             return True
-        if isinstance(value, _Plain) and value in _FALSE:
+        if value in _FALSE_11 or (isinstance(value, _Plain) and value in _FALSE_12):
             return False
         raise self.error(key, f"expected a boolean, got {_describe(value)}")
 
@@ -320,6 +324,10 @@ def _to_int(value: object, unsigned: bool, error: Any) -> int:
         if unsigned and number < 0:
             raise error(f"expected a non-negative integer, got {number}")
         return number
+    if isinstance(value, _Plain) and _FLOAT.fullmatch(value):
+        number_f = float(value)
+        if number_f.is_integer() and not (unsigned and number_f < 0):
+            return int(number_f)  # yaml.v3 stores an integral float into an int field
     raise error(f"expected an integer, got {_describe(value)}")
 
 

@@ -60,7 +60,7 @@ class BodyResult:
     multipart_part_headers: tuple[tuple[str, str], ...]
     error: str | None
     urlencoded_error: bool
-    exceeded: bool
+    exceeded: bool  # the body limit was hit (v3's INBOUND_DATA_ERROR); not the other limits
 
 
 def process_body(
@@ -84,7 +84,7 @@ def process_body(
         pairs, invalid = extract_arguments(body.decode("latin-1"))
         limit = limits.arguments_limit
         if limit > 0 and len(pairs) > limit:
-            pairs, exceeded = pairs[:limit], True
+            pairs = pairs[:limit]  # v3 skips the rest silently
         return _result("URLENCODED", args=pairs, urlencoded_error=invalid, exceeded=exceeded)
     if processor == "MULTIPART":
         if content_type is None:  # v3 runs the parser only when there is a Content-Type
@@ -109,7 +109,7 @@ def process_body(
             "JSON",
             args=parser.args,
             error=f"JSON parsing error: {error}" if error else None,
-            exceeded=exceeded or parser.exceeded,
+            exceeded=exceeded,
         )
     if processor == "XML":
         text, attrs, xml_error = _parse_xml(body)
@@ -726,7 +726,6 @@ class _Json:
         self.args: list[tuple[str, str]] = []
         self.containers: list[_Container] = []
         self.key = ""
-        self.exceeded = False
         self._base: str | None = None  # "".join of the segments above the innermost container
 
     def _current_key(self) -> str:
@@ -752,7 +751,6 @@ class _Json:
             path, data = "", self._current_key()
         limit = self.limits.arguments_limit
         if limit > 0 and len(self.args) >= limit:
-            self.exceeded = True
             return
         self.args.append((path + data, value))
 
@@ -762,7 +760,6 @@ class _Json:
         self._base = None
         depth = self.limits.json_depth
         if depth > 0 and len(self.containers) > depth:
-            self.exceeded = True
             raise _JsonError("JSON depth limit exceeded")
 
     def _close(self) -> None:

@@ -425,27 +425,25 @@ def _split(template: str) -> list[tuple[str, str]]:
             pieces.append(("text", text))
             return pieces
         inner_start = start + 2
-        if (
-            template.startswith("- ", inner_start)
-            or template.startswith("-\t", inner_start)
-            or (template.startswith("-\n", inner_start) or template.startswith("-\r", inner_start))
+        comment_at = inner_start  # Go: a comment starts right after the delimiter …
+        if template[inner_start : inner_start + 1] == "-" and (
+            template[inner_start + 1 : inner_start + 2] in tuple(_SPACE)
         ):
             text = text.rstrip(_SPACE)
             inner_start += 1
+            comment_at = inner_start + 1  # … or after the trim marker and its space
         pieces.append(("text", text))
-        probe = inner_start
-        while probe < len(template) and template[probe] in _SPACE:
-            probe += 1
-        if template.startswith("/*", probe) and probe in (inner_start, inner_start + 1):
-            close = template.find("*/", probe + 2)
+        if template.startswith("/*", comment_at):
+            close = template.find("*/", comment_at + 2)
             if close < 0:
                 raise TemplateParseError("unclosed comment")
             after = close + 2
             trim_next = False
-            if template.startswith(" -}}", after) or template.startswith("\t-}}", after):
+            if template[after : after + 1] in tuple(_SPACE) and template.startswith(
+                "-}}", after + 1
+            ):
                 trim_next = True
-                after += 1
-                after += 1
+                after += 2
             if not template.startswith("}}", after):
                 raise TemplateParseError("comment ends before closing delimiter")
             index = after + 2

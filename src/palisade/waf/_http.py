@@ -550,11 +550,16 @@ def parse_cookies(header_value: str) -> list[tuple[str, str]]:
     return cookies
 
 
+_VERSION_TEXT = re.compile(r"HTTP/([0-9]+)\.([0-9]+) *")
+
+
 def _modsec_http_version(version: str) -> str:
     """What the ModSecurity-nginx connector passes as the version."""
+    if version == "HTTP/1.1":
+        return "1.1"
     if not version:
         return "0.9"
-    m = re.fullmatch(r"HTTP/([0-9]+)\.([0-9]+) *", version)
+    m = _VERSION_TEXT.fullmatch(version)
     if m is not None:
         code = int(m.group(1)) * 1000 + int(m.group(2))
         known = {9: "0.9", 1000: "1.0", 1001: "1.1", 2000: "2.0"}

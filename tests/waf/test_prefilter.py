@@ -17,11 +17,11 @@ from tests.shared_data import shared_path
     ("pattern", "literals"),
     [
         (r"(?i)(?:sel|ins)ect\s+\w+from", {"from"}),
-        (r"abc|de", {"abc", "de"}),
-        (r"a?bc", {"bc"}),
+        (r"abc|def", {"abc", "def"}),
+        (r"a?bcd", {"bcd"}),
         (r"(?i)\bUNION\b.{1,100}?\bselect\b", {"select"}),
         (r"\x{ff}abc", {"abc"}),
-        (r"(?:ab|c*)de", {"de"}),
+        (r"(?:ab|c*)def", {"def"}),
         (r"(?:abc)+x", {"abc"}),
         (r"abc\vcd", {"abc"}),  # \v is a class in PCRE: it ends a literal run
     ],

@@ -17,6 +17,7 @@ where chain nodes form a trie so that ``t:none,t:urlDecodeUni`` and
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import os
 import re
@@ -157,8 +158,6 @@ class Transaction:
         self.allow_type: str | None = None
         self.removed_ids: list[tuple[int, int]] = []
         self.removed_tags: list[str] = []
-        self.removed_targets_by_id: list[tuple[tuple[tuple[int, int], ...], Target]] = []
-        self.removed_targets_by_tag: list[tuple[str, Target]] = []
         self.body_processor: str | None = None
         self.cache: dict[tuple[int, str], str] = {}
         self.matches: list[RuleMatch] = []
@@ -173,11 +172,14 @@ class Transaction:
         self._outbound_data_error = False
         self._response_body: str | None = None
         self._request_body_text = ""
-        self._value_cache: dict[tuple[int, tuple[Target, ...]], list[tuple[str, str]]] = {}
-        self._candidate_cache: dict[tuple[int, tuple[Target, ...], int], list[tuple[str, str]]] = {}
+        # Values of rules' variables, shared between rules (see _candidates). ``version`` moves
+        # whenever a collection that setvar, capture or ctl can change is written.
+        self.version = 0
+        self._value_cache: dict[tuple[int, tuple[Target, ...], int], list[tuple[str, str]]] = {}
+        self._candidate_cache: dict[tuple[int, tuple[Target, ...], int, int], _Candidates] = {}
+        self._removed_map: dict[int, tuple[Target, ...]] = {}
         self._indexes: dict[str, dict[str, Items]] = {}
         self._masks: dict[str, int] = {}
-        self._removed_cache: dict[int, tuple[Target, ...]] = {}
 
     # ------------------------------------------------------------------ driving
 
@@ -326,7 +328,20 @@ class Transaction:
         negated = link.operator_negated
         capture = link.capture
         required = link.prefilter_mask
-        for name, candidate in self._candidates(link, top):
+        candidates = self._candidates(link, top)
+        if required and not negated:
+            union = candidates.union
+            if union is None:
+                union = 0
+                for _, candidate in candidates.pairs:
+                    union |= self._literal_mask(candidate)
+                candidates.union = union
+            if not union & required:
+                self.matched_vars = []
+                self.matched_var = ""
+                self.matched_var_name = ""
+                return False
+        for name, candidate in candidates.pairs:
             if required and not (self._literal_mask(candidate) & required):
                 result = None  # none of the literals every match needs is there
             else:
@@ -337,6 +352,7 @@ class Transaction:
             elif result is None:
                 continue
             elif capture:
+                self.version += 1
                 tx = self.tx
                 for index, text in enumerate(result[:10]):
                     tx[str(index)] = (str(index), text)
@@ -357,36 +373,39 @@ class Transaction:
         self._after_full_match(link, top, state)
         return True
 
-    def _candidates(self, link: Rule, top: Rule) -> list[tuple[str, str]]:
+    def _candidates(self, link: Rule, top: Rule) -> _Candidates:
         """(variable name, value to test) pairs of a link, transformations applied.
 
         Rules that read the same static variables share the values, and those that also
-        share the transformation chain share the transformed values (within one phase).
+        share the transformation chain share the transformed values.
         """
         key = link.values_key
         node = link.transform_node
-        removed = self._removed_for(top)
-        cacheable = key >= 0
-        if cacheable:
-            candidate_key = (key, removed, -1 - node if link.multi_match else node)
+        # ctl:ruleRemoveTarget* concerns the rule with the id (v3: not its chained links)
+        removed = self._removed_map.get(top.id, ()) if self._removed_map and link is top else ()
+        if key >= 0:
+            version = self.version if link.versioned else 0
+            candidate_key = (key, removed, -1 - node if link.multi_match else node, version)
             cached = self._candidate_cache.get(candidate_key)
             if cached is not None:
                 return cached
-            values = self._value_cache.get((key, removed))
+            value_key = (key, removed, version)
+            values = self._value_cache.get(value_key)
             if values is None:
-                values = self._value_cache[key, removed] = self._collect(link, removed)
+                values = self._value_cache[value_key] = self._collect(link, removed)
         else:
             values = self._collect(link, removed)
         if link.multi_match:
-            out = [(n, c) for n, v in values for c in self._multi_values(node, v)]
+            pairs = [(n, c) for n, v in values for c in self._multi_values(node, v)]
         elif node == 0:
-            out = values
+            pairs = values
         else:
             transform = self._transform
-            out = [(n, transform(node, v)) for n, v in values]
-        if cacheable:
-            self._candidate_cache[candidate_key] = out
-        return out
+            pairs = [(n, transform(node, v)) for n, v in values]
+        candidates = _Candidates(pairs)
+        if key >= 0:
+            self._candidate_cache[candidate_key] = candidates
+        return candidates
 
     def _collect(self, link: Rule, removed: tuple[Target, ...]) -> list[tuple[str, str]]:
         if len(link.targets) == 1:
@@ -484,6 +503,7 @@ class Transaction:
     # ------------------------------------------------------------------ actions
 
     def _setvar(self, setvar: SetVar, rule: Rule) -> None:
+        self.version += 1
         resolve = self._resolver(rule)
         key = setvar.key.expand(resolve)
         store = self.tx if setvar.collection == "TX" else self._persistent(setvar.collection)
@@ -518,15 +538,14 @@ class Transaction:
         elif option == "ruleRemoveByTag":
             self.removed_tags.append(ctl.value)
         elif option == "ruleRemoveTargetById" and ctl.target is not None:
-            self.removed_targets_by_id.append((ctl.ranges, ctl.target))
-            self._removed_cache.clear()
+            self._remove_target(self.engine.rules_in_ranges(ctl.ranges), ctl.target)
         elif option == "ruleRemoveTargetByTag" and ctl.target is not None:
-            self.removed_targets_by_tag.append((ctl.value, ctl.target))
-            self._removed_cache.clear()
+            self._remove_target(self.engine.rules_by_tag.get(ctl.value, ()), ctl.target)
         elif option == "ruleEngine":
             self.mode = ctl.value
         elif option == "requestBodyProcessor":
             self.body_processor = ctl.value
+            self.version += 1
         elif option == "requestBodyAccess":
             self.request_body_access = ctl.value == "On"
         elif option == "responseBodyAccess":
@@ -662,19 +681,11 @@ class Transaction:
                 self._indexes[collection] = index
         return index
 
-    def _removed_for(self, top: Rule) -> tuple[Target, ...]:
-        """Targets that ``ctl:ruleRemoveTarget*`` took away from this rule, this transaction."""
-        if not (self.removed_targets_by_id or self.removed_targets_by_tag):
-            return ()
-        removed = self._removed_cache.get(top.id)
-        if removed is None:
-            removed = tuple(
-                target
-                for ranges, target in self.removed_targets_by_id
-                if any(lo <= top.id <= hi for lo, hi in ranges)
-            ) + tuple(target for tag, target in self.removed_targets_by_tag if tag in top.tags)
-            self._removed_cache[top.id] = removed
-        return removed
+    def _remove_target(self, rules: Iterable[Rule], target: Target) -> None:
+        """``ctl:ruleRemoveTarget*``: ``target`` no longer applies to these rules."""
+        removed = self._removed_map
+        for rule in rules:
+            removed[rule.id] = (*removed.get(rule.id, ()), target)
 
     def _header(self, lowered_name: str) -> str | None:
         for name, value in self.request.headers:
@@ -877,6 +888,28 @@ class Transaction:
 
 
 _SCALAR_NAMES: frozenset[str] = frozenset()  # filled below from _rules.SCALARS
+# Variables whose values change while a phase runs: never shared between rules.
+_VOLATILE = frozenset(
+    {
+        "MATCHED_VAR",
+        "MATCHED_VAR_NAME",
+        "MATCHED_VARS",
+        "MATCHED_VARS_NAMES",
+        "DURATION",
+        "HIGHEST_SEVERITY",
+        "TIME",
+        "TIME_EPOCH",
+        "TIME_SEC",
+        "TIME_MIN",
+        "TIME_HOUR",
+        "TIME_DAY",
+        "TIME_MON",
+        "TIME_YEAR",
+        "TIME_WDAY",
+    }
+)
+# Variables that setvar, capture and ctl change: shared while Transaction.version holds.
+_VERSIONED = frozenset({"TX", "IP", "GLOBAL", "SESSION", "USER", "RESOURCE", "REQBODY_PROCESSOR"})
 # Scalars v3 computes on demand (absent when there is nothing to report); every other scalar
 # is an anchored variable that always yields a value.
 _COMPUTED_SCALARS = frozenset(
@@ -926,6 +959,12 @@ _UNCACHED = frozenset(
         "TIME_WDAY",
     }
 )
+
+
+@dataclass(slots=True)
+class _Candidates:
+    pairs: list[tuple[str, str]]
+    union: int | None = None  # pre-filter literals present in any of the values
 
 
 @dataclass(slots=True)
@@ -1047,15 +1086,29 @@ class WafEngine:
                 link: Rule | None = rule
                 while link is not None:
                     link.transform_node = self.trie.node_for(link.effective_transformations)
-                    if link.targets and not any(t.collection in _UNCACHED for t in link.targets):
+                    collections = {t.collection for t in link.targets}
+                    if link.targets and not collections & _VOLATILE:
                         signature = (link.targets, link.exclusions)
                         link.values_key = value_keys.setdefault(signature, len(value_keys))
+                        link.versioned = bool(collections & _VERSIONED)
                     if prefilter and link.operator_name.lower() == "rx" and link.operator:
                         literals = required_literals(link.operator_arg)
                         if literals:
                             link.prefilter_mask = self.prefilter.mask_for(literals)
                     link = link.chain
         self.prefilter.freeze()
+        self.rules_by_tag: dict[str, list[Rule]] = {}
+        ordered: list[Rule] = []
+        for phase_rules in ruleset.phases.values():
+            for rule in phase_rules:
+                if rule.kind == "marker":
+                    continue
+                ordered.append(rule)
+                for tag in rule.tags:
+                    self.rules_by_tag.setdefault(tag, []).append(rule)
+        ordered.sort(key=lambda r: r.id)
+        self._rules_sorted = ordered
+        self._ids_sorted = [r.id for r in ordered]
 
     @classmethod
     def load(
@@ -1098,6 +1151,14 @@ class WafEngine:
 
             request = parse_request(bytes(request))
         return Transaction(self, request, response).run()
+
+    def rules_in_ranges(self, ranges: Iterable[tuple[int, int]]) -> list[Rule]:
+        found: list[Rule] = []
+        for low, high in ranges:
+            start = bisect.bisect_left(self._ids_sorted, low)
+            end = bisect.bisect_right(self._ids_sorted, high)
+            found.extend(self._rules_sorted[start:end])
+        return found
 
     def macro_operator(self, rule: Rule, argument: str) -> Any:
         key = (id(rule), argument)

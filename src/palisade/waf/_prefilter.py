@@ -26,7 +26,7 @@ _parser: Any = importlib.import_module("re._parser")
 _c: Any = importlib.import_module("re._constants")
 
 _HEX_BRACES = re.compile(r"(?<!\\)((?:\\\\)*)\\x\{([0-9a-fA-F]{1,4})\}")
-_MIN_LITERAL = 2
+_MIN_LITERAL = 3
 
 
 def _to_python_syntax(pattern: str) -> str:

@@ -312,6 +312,7 @@ class Rule:
     effective_transformations: tuple[str, ...] = ()  # after t:none and defaults
     transform_node: int = 0  # node of the engine's transformation trie
     values_key: int = -1  # shared id of (targets, exclusions) when they are static
+    versioned: bool = False  # reads variables that setvar/capture/ctl change
     prefilter_mask: int = 0  # literals one of which a value needs for the operator to match
     msg: Macro | None = None
     logdata: Macro | None = None

@@ -240,6 +240,9 @@ def _parse_header_line(line: bytes) -> tuple[bytes, bytes] | None:
     return name, value
 
 
+_HEX = re.compile(rb"[0-9A-Fa-f]+")
+
+
 def _dechunk(data: bytes) -> bytes:
     out: list[bytes] = []
     pos = 0
@@ -253,7 +256,7 @@ def _dechunk(data: bytes) -> bytes:
             cut = line.find(sep)
             if cut >= 0:
                 line = line[:cut]
-        if not line or len(line) > 15 or re.fullmatch(rb"[0-9A-Fa-f]+", line) is None:
+        if not line or len(line) > 15 or _HEX.fullmatch(line) is None:
             raise HttpParseError("invalid chunked body")
         size = int(line, 16)
         pos = lf + 1

@@ -21,6 +21,8 @@ EXPECTED_FIGURES = [
     r"^\(a\) Arrow batches over HTTP -> palisade server \(uvicorn, loopback\), \d+ senders"
     r" \(cpu: the server.s\)\s+[\d,]+ rec/s\s+median of 2",
     r"^\s+reference: DuckDB.s JSON reader alone \(every field, nothing stored\)\s+[\d,]+ rec/s",
+    r"^\s+reference: pyarrow.json.read_json \(C\+\+, threads\), first [\d,]+ lines, nothing stored"
+    r"\s+[\d,]+ rec/s",
     r"^\(a\) Calico JSON lines -> FlowStore.ingest_ndjson, one file \(file store\)\s+[\d,]+ rec/s"
     r"\s+median of 2",
     r"^\(b\) service graph, namespace view \(\d+ nodes, \d+ edges\), median of \d+\s+[\d.]+ s",

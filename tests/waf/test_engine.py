@@ -373,3 +373,31 @@ def test_unset_scalars_yield_an_empty_value_and_collections_nothing() -> None:
         )
     )
     assert engine.evaluate(get("/")).logged_ids() == {1, 2, 3, 5}
+
+
+def test_ctl_rule_engine_off_stops_the_following_phases() -> None:
+    engine = load(
+        'SecRule ARGS:off "@streq 1" "id:1,phase:1,pass,nolog,ctl:ruleEngine=Off"\n'
+        'SecAction "id:2,phase:1,pass"\n'
+        'SecAction "id:3,phase:2,pass"\n'
+    )
+    assert engine.evaluate(get("/?off=1")).logged_ids() == {2}
+    assert engine.evaluate(get("/?off=0")).logged_ids() == {2, 3}
+
+
+def test_ctl_rule_remove_by_id_spares_secaction_as_v3_does() -> None:
+    engine = load(
+        'SecAction "id:1,phase:1,pass,nolog,ctl:ruleRemoveById=2-3"\n'
+        'SecAction "id:2,phase:1,pass"\n'
+        'SecRule REQUEST_METHOD "@streq GET" "id:3,phase:1,pass"\n'
+    )
+    assert engine.evaluate(get("/")).logged_ids() == {2}
+
+
+def test_update_action_by_id_replaces_the_disruptive_action() -> None:
+    engine = load(
+        'SecRule ARGS "@rx attack" "id:1,phase:1,deny,msg:\'old\'"\n'
+        "SecRuleUpdateActionById 1 \"pass,msg:'new'\"\n"
+    )
+    result = engine.evaluate(get("/?a=attack"))
+    assert not result.blocked and by_id(result, 1) == ["new"]

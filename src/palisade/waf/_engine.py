@@ -184,16 +184,22 @@ class Transaction:
     # ------------------------------------------------------------------ driving
 
     def run(self) -> WafResult:
+        # Every phase starts only while the engine is not Off (ctl:ruleEngine=Off stops the
+        # following phases, as v3's process* calls check it); an interruption ends the
+        # request and response phases, the logging phase still runs.
         if self.mode != "Off":
             self._request_headers_setup()
             self._evaluate_phase(1)
-            if not self.interrupted and self._process_request_body() and not self.interrupted:
+        if self.mode != "Off" and not self.interrupted:
+            run_phase_2 = self._process_request_body()
+            if run_phase_2 and not self.interrupted:
                 self._evaluate_phase(2)
-            if self.response is not None and not self.interrupted:
-                self._evaluate_phase(3)
-                if not self.interrupted:
-                    self._prepare_response_body()
-                    self._evaluate_phase(4)
+        if self.response is not None and self.mode != "Off" and not self.interrupted:
+            self._evaluate_phase(3)
+            if self.mode != "Off" and not self.interrupted:
+                self._prepare_response_body()
+                self._evaluate_phase(4)
+        if self.mode != "Off":
             self._evaluate_phase(5)
         return WafResult(
             status=self.status,
@@ -296,7 +302,11 @@ class Transaction:
                 continue
             if rule.kind == "marker":
                 continue
-            if self.removed_ids and any(lo <= rule.id <= hi for lo, hi in self.removed_ids):
+            if (
+                self.removed_ids
+                and rule.kind == "rule"  # v3 checks ctl:ruleRemoveById in SecRule only
+                and any(lo <= rule.id <= hi for lo, hi in self.removed_ids)
+            ):
                 continue
             if self.removed_tags and any(tag in rule.tags for tag in self.removed_tags):
                 continue

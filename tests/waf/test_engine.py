@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 from palisade.waf import HttpRequest, HttpResponse, WafEngine, WafResult
 
 
@@ -401,3 +405,21 @@ def test_update_action_by_id_replaces_the_disruptive_action() -> None:
     )
     result = engine.evaluate(get("/?a=attack"))
     assert not result.blocked and by_id(result, 1) == ["new"]
+
+
+def test_a_rule_that_raises_is_reported_and_the_rest_still_runs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    engine = load('SecAction "id:1,phase:1,pass"\nSecAction "id:2,phase:1,pass"\n')
+    first = engine.ruleset.phases[1][0]
+
+    class Broken:
+        def expand(self, resolve: object) -> str:
+            raise RuntimeError("boom")
+
+    first.msg = Broken()  # type: ignore[assignment]
+    with caplog.at_level(logging.ERROR, logger="palisade.waf"):
+        result = engine.evaluate(get("/"))
+    assert result.logged_ids() == {2}
+    assert result.errors == ["rule 1: RuntimeError: boom"]
+    assert "WAF rule 1 failed" in caplog.text

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import logging
 import os
 import re
 import time
@@ -45,6 +46,7 @@ _SEVERITY_NAMES = (
     "INFO",
     "DEBUG",
 )
+log = logging.getLogger("palisade.waf")
 _UNIQUE = itertools.count(1)
 _PROCESS_TAG = f"{os.getpid() % 100000:05d}"
 
@@ -75,6 +77,7 @@ class WafResult:
     outbound_score: int
     matches: list[RuleMatch] = field(default_factory=list)
     unique_id: str = ""
+    errors: list[str] = field(default_factory=list)  # rules that raised (evaluation went on)
 
     def logged_ids(self) -> set[int]:
         return {m.id for m in self.matches if m.logged}
@@ -161,6 +164,7 @@ class Transaction:
         self.body_processor: str | None = None
         self.cache: dict[tuple[int, str], str] = {}
         self.matches: list[RuleMatch] = []
+        self.errors: list[str] = []
         self.status: int | None = None
         self.interrupted = False
         self.phase = 0
@@ -208,6 +212,7 @@ class Transaction:
             outbound_score=_to_int(self._tx_value("blocking_outbound_anomaly_score")),
             matches=self.matches,
             unique_id=self.unique_id,
+            errors=self.errors,
         )
 
     def _request_headers_setup(self) -> None:
@@ -310,7 +315,12 @@ class Transaction:
                 continue
             if self.removed_tags and any(tag in rule.tags for tag in self.removed_tags):
                 continue
-            self._evaluate_rule(rule)
+            try:
+                self._evaluate_rule(rule)
+            except Exception as exc:  # a faulty operator or transformation must not end
+                # the evaluation of everything else (ModSecurity carries on as well)
+                log.exception("WAF rule %s failed", rule.id)
+                self.errors.append(f"rule {rule.id}: {type(exc).__name__}: {exc}")
             if self.interrupted:
                 break
 
@@ -504,7 +514,7 @@ class Transaction:
             f'[accuracy "{rule.accuracy or 0}"]',
         ]
         parts.extend(f'[tag "{_esc(tag)}"]' for tag in tags)
-        host = self._header("host") or self.request.server_addr
+        host = self.request.server_addr  # v3 names the server's address here
         parts.append(f'[hostname "{_esc(host)}"]')
         parts.append(f'[uri "{_esc(self._line_data().request_filename)}"]')
         parts.append(f'[unique_id "{self.unique_id}"]')

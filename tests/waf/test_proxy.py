@@ -299,10 +299,12 @@ def test_upstream_down_is_a_502() -> None:
     run(scenario)
 
 
+@pytest.mark.parametrize("threads", [0, 2])
 @pytest.mark.parametrize("fail_open", [True, False])
-def test_engine_error_follows_the_failure_policy(fail_open: bool) -> None:
+def test_engine_error_follows_the_failure_policy(fail_open: bool, threads: int) -> None:
     async def scenario() -> None:
-        async with setup(factory=StandInEngine, fail_open=fail_open) as (upstream, _p, client):
+        options = {"fail_open": fail_open, "threads": threads, "factory": StandInEngine}
+        async with setup(**options) as (upstream, _proxy, client):
             reply = await client.request(get("/boom"))
             if fail_open:
                 assert reply.status == 200
@@ -315,10 +317,12 @@ def test_engine_error_follows_the_failure_policy(fail_open: bool) -> None:
     run(scenario)
 
 
+@pytest.mark.parametrize("threads", [0, 2])
 @pytest.mark.parametrize("fail_open", [True, False])
-def test_engine_over_its_budget_follows_the_failure_policy(fail_open: bool) -> None:
+def test_engine_over_its_budget_follows_the_failure_policy(fail_open: bool, threads: int) -> None:
     async def scenario() -> None:
         options = {"fail_open": fail_open, "budget": 0.2, "factory": StandInEngine}
+        options["threads"] = threads
         async with setup(**options) as (upstream, _proxy, client):
             started = time.monotonic()
             reply = await client.request(get("/slow-attack"))

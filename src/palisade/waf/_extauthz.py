@@ -38,6 +38,7 @@ from google.rpc import code_pb2, status_pb2
 
 from palisade.waf._front_engine import (
     DEFAULT_BUDGET,
+    DEFAULT_THREADS,
     EngineFactory,
     EngineSlot,
     Outcome,
@@ -150,7 +151,7 @@ class _AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # t
         except Exception as exc:  # a CheckRequest we cannot read: the failure policy decides
             log.warning("unreadable CheckRequest: %s", exc)
             return _check_response(self.slot.failed(f"unreadable CheckRequest: {exc}"))
-        return _check_response(self.slot.evaluate(http_request))
+        return _check_response(await self.slot.evaluate(http_request))
 
 
 class ExtAuthzGrpcServer:
@@ -165,9 +166,15 @@ class ExtAuthzGrpcServer:
         budget: float | None = DEFAULT_BUDGET,
         on_result: ResultHook | None = None,
         engine: WafEngineLike | None = None,
+        threads: int = DEFAULT_THREADS,
     ) -> None:
         self.slot = EngineSlot(
-            engine_factory, fail_open=fail_open, budget=budget, on_result=on_result, engine=engine
+            engine_factory,
+            fail_open=fail_open,
+            budget=budget,
+            on_result=on_result,
+            engine=engine,
+            threads=threads,
         )
         self._server: Any = None
         self.port = 0
@@ -207,9 +214,15 @@ class ExtAuthzHttpServer:
         budget: float | None = DEFAULT_BUDGET,
         on_result: ResultHook | None = None,
         engine: WafEngineLike | None = None,
+        threads: int = DEFAULT_THREADS,
     ) -> None:
         self.slot = EngineSlot(
-            engine_factory, fail_open=fail_open, budget=budget, on_result=on_result, engine=engine
+            engine_factory,
+            fail_open=fail_open,
+            budget=budget,
+            on_result=on_result,
+            engine=engine,
+            threads=threads,
         )
         self.path_prefix = path_prefix.rstrip("/")
         self.limits = limits or Limits()
@@ -300,7 +313,7 @@ class ExtAuthzHttpServer:
                 server_addr=local[0],
                 server_port=local[1],
             )
-            verdict = self.slot.evaluate(request)
+            verdict = await self.slot.evaluate(request)
             if verdict.allowed:
                 writer.write(simple_response(200, b"", keep_alive=head.keep_alive))
             else:
@@ -362,12 +375,13 @@ def serve_extauthz(
     fail_open: bool,
     budget: float | None = DEFAULT_BUDGET,
     on_result: ResultHook | None = None,
+    threads: int = DEFAULT_THREADS,
 ) -> None:
     """Run the gRPC ext_authz service until SIGTERM/SIGINT; SIGHUP reloads the engine."""
 
     async def main() -> None:
         server = ExtAuthzGrpcServer(
-            engine_factory, fail_open=fail_open, budget=budget, on_result=on_result
+            engine_factory, fail_open=fail_open, budget=budget, on_result=on_result, threads=threads
         )
         await server.start(listen)
         log.info("ext_authz (gRPC) listening on %s:%d", listen[0], server.port)
@@ -384,6 +398,7 @@ def serve_extauthz_http(
     path_prefix: str = "",
     budget: float | None = DEFAULT_BUDGET,
     on_result: ResultHook | None = None,
+    threads: int = DEFAULT_THREADS,
 ) -> None:
     """Run the HTTP ext_authz service until SIGTERM/SIGINT; SIGHUP reloads the engine."""
 
@@ -394,6 +409,7 @@ def serve_extauthz_http(
             path_prefix=path_prefix,
             budget=budget,
             on_result=on_result,
+            threads=threads,
         )
         await server.start(listen)
         log.info("ext_authz (HTTP) listening on %s:%d", *server.address)

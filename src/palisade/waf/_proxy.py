@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 from palisade.waf._front_engine import (
     DEFAULT_BUDGET,
+    DEFAULT_THREADS,
     EngineFactory,
     EngineSlot,
     ResultHook,
@@ -135,10 +136,16 @@ class ProxyServer:
         on_result: ResultHook | None = None,
         pool_size: int = 32,
         engine: WafEngineLike | None = None,
+        threads: int = DEFAULT_THREADS,
     ) -> None:
         self.limits = limits or Limits()
         self.slot = EngineSlot(
-            engine_factory, fail_open=fail_open, budget=budget, on_result=on_result, engine=engine
+            engine_factory,
+            fail_open=fail_open,
+            budget=budget,
+            on_result=on_result,
+            engine=engine,
+            threads=threads,
         )
         self.inspect_response = inspect_response
         self.upstream = upstream
@@ -267,7 +274,7 @@ class ProxyServer:
         """Evaluate, forward, answer; whether the client connection stays open."""
         # With response inspection the response-phase result (which repeats the request
         # phases' matches) is the one reported, so a request gives one Security Event.
-        verdict = self.slot.evaluate(request, report=not self.inspect_response)
+        verdict = await self.slot.evaluate(request, report=not self.inspect_response)
         if not verdict.allowed:
             if self.inspect_response:
                 self.slot.report(request, verdict)
@@ -356,7 +363,7 @@ class ProxyServer:
                 break
         else:
             complete = True
-        verdict = self.slot.evaluate(
+        verdict = await self.slot.evaluate(
             request,
             HttpResponse(
                 status=response.status,
@@ -520,6 +527,7 @@ def run_proxy(
     budget: float | None = DEFAULT_BUDGET,
     on_result: ResultHook | None = None,
     on_ready: Callable[[tuple[str, int]], None] | None = None,
+    threads: int = DEFAULT_THREADS,
 ) -> None:
     """Run the proxy until SIGTERM/SIGINT; SIGHUP reloads the engine from ``engine_factory``.
 
@@ -539,6 +547,7 @@ def run_proxy(
             budget=budget,
             on_result=on_result,
             engine=engine,
+            threads=threads,
         )
 
     if workers <= 1:

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_THREADS = 4  # palisade.waf._front_engine.DEFAULT_THREADS
 SHARED = ROOT.parent / "shared"
 BASELINE = SHARED / "bench" / "waf-baseline"
 CRS = SHARED / "data" / "crs"
@@ -145,7 +146,9 @@ http {{
 
 
 @contextlib.contextmanager
-def palisade_proxy(rule_files: list[Path], backend: int, workers: int) -> Iterator[int]:
+def palisade_proxy(
+    rule_files: list[Path], backend: int, workers: int, threads: int
+) -> Iterator[int]:
     """``run_proxy`` in a child process (this script with ``--serve``), SIGTERM at the end."""
     port = free_port()
     spec = {
@@ -153,6 +156,7 @@ def palisade_proxy(rule_files: list[Path], backend: int, workers: int) -> Iterat
         "listen": port,
         "upstream": backend,
         "workers": workers,
+        "threads": threads,
     }
     child = subprocess.Popen(
         [sys.executable, __file__, "--serve", json.dumps(spec)],
@@ -193,6 +197,7 @@ def serve(spec_text: str) -> None:
         ("127.0.0.1", spec["upstream"]),
         fail_open=False,
         workers=spec["workers"],
+        threads=spec["threads"],
         on_ready=ready,
     )
 
@@ -386,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=None, help="wrk runs per scenario (3)")
     parser.add_argument("--duration", type=int, default=None, help="seconds per wrk run (10)")
     parser.add_argument("--workers", type=int, default=1, help="Palisade proxy processes (1)")
+    parser.add_argument(
+        "--threads", type=int, default=DEFAULT_THREADS, help="evaluation threads per worker"
+    )
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -399,7 +407,10 @@ def main(argv: list[str] | None = None) -> int:
     duration = args.duration or (2 if args.quick else 10)
     wrk_args = ["-t2", "-c16", f"-d{duration}s", "--latency"]
     print(f"# wrk {' '.join(wrk_args)}, {reps} run(s) per scenario after a 2 s warm-up")
-    print(f"# {os.cpu_count()} CPUs; Palisade proxy workers: {args.workers}")
+    print(
+        f"# {os.cpu_count()} CPUs; Palisade proxy: {args.workers} worker(s), "
+        f"{args.threads} evaluation thread(s) each"
+    )
 
     with tempfile.TemporaryDirectory(prefix="waf-bench.") as tmp:
         scratch = Path(tmp)
@@ -417,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         palisade: dict[str, Figure] = {}
         with (
             nginx_backend(scratch) as backend,
-            palisade_proxy(rule_files, backend, args.workers) as port,
+            palisade_proxy(rule_files, backend, args.workers, args.threads) as port,
         ):
             if not check(port, "palisade"):
                 print("  (Palisade's verdicts differ from the expected ones; figures follow)")

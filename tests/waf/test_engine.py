@@ -126,10 +126,10 @@ def test_skip_after_jumps_to_the_marker_and_skip_counts_rules() -> None:
             [
                 'SecRule ARGS:go "@streq far" "id:1,phase:1,pass,nolog,skipAfter:END"',
                 'SecRule ARGS:go "@streq near" "id:2,phase:1,pass,nolog,skip:1"',
-                'SecAction "id:3,phase:1,pass"',
-                'SecAction "id:4,phase:1,pass"',
+                'SecAction "id:3,phase:1,pass,msg:a3"',
+                'SecAction "id:4,phase:1,pass,msg:a4"',
                 "SecMarker END",
-                'SecAction "id:5,phase:1,pass"',
+                'SecAction "id:5,phase:1,pass,msg:a5"',
             ]
         )
     )
@@ -232,7 +232,7 @@ def test_detection_only_runs_everything_and_never_blocks() -> None:
     rules = "\n".join(
         [
             'SecRule ARGS "@rx attack" "id:1,phase:1,deny,status:406"',
-            'SecAction "id:2,phase:2,pass"',
+            'SecAction "id:2,phase:2,pass,msg:a2"',
         ]
     )
     enforced = load(rules).evaluate(get("/?a=attack"))
@@ -262,8 +262,8 @@ def test_block_takes_the_phase_default_disruptive_action() -> None:
 def test_nolog_default_and_rule_log_flags() -> None:
     engine = load(
         'SecDefaultAction "phase:1,nolog,pass"\n'
-        'SecAction "id:1,phase:1"\n'
-        'SecAction "id:2,phase:1,log"\n'
+        'SecAction "id:1,phase:1,msg:a1"\n'
+        'SecAction "id:2,phase:1,log,msg:a2"\n'
     )
     result = engine.evaluate(get("/"))
     assert [m.id for m in result.matches] == [1, 2]
@@ -349,7 +349,7 @@ def test_transformation_results_are_shared_between_rules() -> None:
 
 
 def test_request_body_access_off_skips_phase_two_as_v3_does() -> None:
-    rules = 'SecAction "id:1,phase:2,pass"\nSecAction "id:2,phase:1,pass"\n'
+    rules = 'SecAction "id:1,phase:2,pass,msg:a1"\nSecAction "id:2,phase:1,pass,msg:a2"\n'
     off = WafEngine.load([], before="SecRuleEngine On\nSecRequestBodyAccess Off\n" + rules)
     assert off.evaluate(get("/")).logged_ids() == {2}
     unset = WafEngine.load([], before="SecRuleEngine On\n" + rules)
@@ -382,8 +382,8 @@ def test_unset_scalars_yield_an_empty_value_and_collections_nothing() -> None:
 def test_ctl_rule_engine_off_stops_the_following_phases() -> None:
     engine = load(
         'SecRule ARGS:off "@streq 1" "id:1,phase:1,pass,nolog,ctl:ruleEngine=Off"\n'
-        'SecAction "id:2,phase:1,pass"\n'
-        'SecAction "id:3,phase:2,pass"\n'
+        'SecAction "id:2,phase:1,pass,msg:a2"\n'
+        'SecAction "id:3,phase:2,pass,msg:a3"\n'
     )
     assert engine.evaluate(get("/?off=1")).logged_ids() == {2}
     assert engine.evaluate(get("/?off=0")).logged_ids() == {2, 3}
@@ -392,7 +392,7 @@ def test_ctl_rule_engine_off_stops_the_following_phases() -> None:
 def test_ctl_rule_remove_by_id_spares_secaction_as_v3_does() -> None:
     engine = load(
         'SecAction "id:1,phase:1,pass,nolog,ctl:ruleRemoveById=2-3"\n'
-        'SecAction "id:2,phase:1,pass"\n'
+        'SecAction "id:2,phase:1,pass,msg:a2"\n'
         'SecRule REQUEST_METHOD "@streq GET" "id:3,phase:1,pass"\n'
     )
     assert engine.evaluate(get("/")).logged_ids() == {2}
@@ -410,7 +410,7 @@ def test_update_action_by_id_replaces_the_disruptive_action() -> None:
 def test_a_rule_that_raises_is_reported_and_the_rest_still_runs(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    engine = load('SecAction "id:1,phase:1,pass"\nSecAction "id:2,phase:1,pass"\n')
+    engine = load('SecAction "id:1,phase:1,pass,msg:a1"\nSecAction "id:2,phase:1,pass,msg:a2"\n')
     first = engine.ruleset.phases[1][0]
 
     class Broken:
@@ -423,3 +423,21 @@ def test_a_rule_that_raises_is_reported_and_the_rest_still_runs(
     assert result.logged_ids() == {2}
     assert result.errors == ["rule 1: RuntimeError: boom"]
     assert "WAF rule 1 failed" in caplog.text
+
+
+def test_secaction_logs_only_with_block_or_a_message_as_v3_does() -> None:
+    engine = load(
+        'SecAction "id:1,phase:1,pass"\n'
+        "SecAction \"id:2,phase:1,pass,msg:'said'\"\n"
+        'SecAction "id:3,phase:1,block,nolog"\n'
+        "SecAction \"id:4,phase:1,pass,nolog,msg:'quiet'\"\n"
+    )
+    result = engine.evaluate(get("/"))
+    assert [m.id for m in result.matches] == [1, 2, 3, 4]
+    assert result.logged_ids() == {2, 3}
+
+
+def test_an_interruption_is_logged_even_with_nolog() -> None:
+    rule = 'SecRule ARGS "@rx a" "id:1,phase:1,deny,nolog"\n'
+    assert load(rule).evaluate(get("/?a=a")).logged_ids() == {1}
+    assert load(rule, mode="DetectionOnly").evaluate(get("/?a=a")).logged_ids() == set()

@@ -471,7 +471,13 @@ class Transaction:
             ]
 
     def _record(self, rule: Rule, state: _MessageState) -> None:
-        logged = rule.logs
+        # What v3 writes to the server log: a matching SecRule unless nolog; a SecAction
+        # only with block or with log and a non-empty msg; an interruption always.
+        if rule.kind == "action":
+            logged = rule.disruptive == "block" or (rule.logs and bool(state.msg))
+        else:
+            logged = rule.logs
+        logged = logged or state.disruptive
         severity = None if rule.severity is None else str(rule.severity)
         tags = rule.default_tags + rule.tags if rule.default_tags else rule.tags
         line = self._log_line(rule, state, severity, tags) if logged else ""
@@ -498,10 +504,16 @@ class Transaction:
         else:
             head = "ModSecurity: Warning."
         operator = rule.operator_name[:1].upper() + rule.operator_name[1:]
+        if rule.kind == "action":
+            matched = f"{head} "
+        else:
+            matched = (
+                f"{head} Matched \"Operator `{operator}' with parameter "
+                f"`{_esc(_clip(rule.operator_arg))}' against variable `{_esc(state.variable)}' "
+                f"(Value: `{_esc(_clip(state.value))}' )"
+            )
         parts = [
-            f"{head} Matched \"Operator `{operator}' with parameter "
-            f"`{_esc(_clip(rule.operator_arg))}' against variable `{_esc(state.variable)}' "
-            f"(Value: `{_esc(_clip(state.value))}' )",
+            matched,
             f'[file "{rule.file}"]',
             f'[line "{rule.line}"]',
             f'[id "{rule.id}"]',

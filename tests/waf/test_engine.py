@@ -441,3 +441,22 @@ def test_an_interruption_is_logged_even_with_nolog() -> None:
     rule = 'SecRule ARGS "@rx a" "id:1,phase:1,deny,nolog"\n'
     assert load(rule).evaluate(get("/?a=a")).logged_ids() == {1}
     assert load(rule, mode="DetectionOnly").evaluate(get("/?a=a")).logged_ids() == set()
+
+
+def test_multimatch_logs_each_matching_value_even_when_the_chain_fails() -> None:
+    # libmodsecurity3 3.0.9 writes one line per matching value of a multiMatch rule as soon
+    # as it matches (CRS 942131 shows up that way although its chain fails)
+    plain = load(
+        'SecRule ARGS "@rx a" "id:1,phase:1,pass,nolog,multiMatch,msg:\'m %{MATCHED_VAR}\'"'
+    )
+    result = plain.evaluate(get("/?a=a&b=ba&c=x"))
+    assert [(m.id, m.msg, m.logged) for m in result.matches] == [
+        (1, "m a", True),
+        (1, "m ba", True),
+    ]
+    chained = load(
+        'SecRule ARGS "@rx a" "id:1,phase:1,pass,multiMatch,chain,msg:\'m\'"\n'
+        '    SecRule ARGS:zz "@rx x" ""\n'
+    )
+    result = chained.evaluate(get("/?a=a"))
+    assert [(m.id, m.msg, m.logged) for m in result.matches] == [(1, "", True)]

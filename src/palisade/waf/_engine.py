@@ -334,16 +334,19 @@ class Transaction:
             self._after_full_match(rule, rule, state)
             self._record(rule, state)
             return
-        if self._evaluate_link(rule, rule, state):
+        if self._evaluate_link(rule, rule, state) and (not rule.multi_match or state.disruptive):
+            # a multiMatch rule was logged value by value already (v3); an interruption
+            # still gets its own line
             self._record(rule, state)
 
     def _evaluate_link(self, link: Rule, top: Rule, state: _MessageState) -> bool:
         matched = False
         operator = link.operator
         if operator is None and link.operator_macro is not None:
-            operator = self.engine.macro_operator(
-                link, link.operator_macro.expand(self._resolver(top))
-            )
+            argument = link.operator_macro.expand(self._resolver(top))
+            operator = self.engine.macro_operator(link, argument)
+        else:
+            argument = link.operator_arg
         match = operator.match
         negated = link.operator_negated
         capture = link.capture
@@ -380,8 +383,11 @@ class Transaction:
             self.matched_var_name = name
             self.matched_vars.append((name, candidate))
             state.variable, state.value = name, candidate
+            state.operator, state.parameter = link.operator_name, argument
             for setvar in link.setvars:
                 self._setvar(setvar, top)
+            if link is top and link.multi_match:
+                self._record_value_match(top, state)
             matched = True
         if not matched:
             self.matched_vars = []
@@ -470,14 +476,31 @@ class Transaction:
                 action
             ]
 
-    def _record(self, rule: Rule, state: _MessageState) -> None:
+    def _record_value_match(self, rule: Rule, state: _MessageState) -> None:
+        """libmodsecurity3 logs a multiMatch rule once per matching value, at once — before
+        any chained link is tried and whatever nolog says; msg and logdata are there only
+        when the rule has no chain."""
+        line_state = _MessageState(
+            operator=state.operator,
+            parameter=state.parameter,
+            variable=state.variable,
+            value=state.value,
+        )
+        if not rule.chained:
+            resolve = self._resolver(rule)
+            line_state.msg = rule.msg.expand(resolve) if rule.msg is not None else ""
+            line_state.data = rule.logdata.expand(resolve) if rule.logdata is not None else ""
+        self._record(rule, line_state, logged=True)
+
+    def _record(self, rule: Rule, state: _MessageState, *, logged: bool | None = None) -> None:
         # What v3 writes to the server log: a matching SecRule unless nolog; a SecAction
         # only with block or with log and a non-empty msg; an interruption always.
-        if rule.kind == "action":
-            logged = rule.disruptive == "block" or (rule.logs and bool(state.msg))
-        else:
-            logged = rule.logs
-        logged = logged or state.disruptive
+        if logged is None:
+            if rule.kind == "action":
+                logged = rule.disruptive == "block" or (rule.logs and bool(state.msg))
+            else:
+                logged = rule.logs
+            logged = logged or state.disruptive
         severity = None if rule.severity is None else str(rule.severity)
         tags = rule.default_tags + rule.tags if rule.default_tags else rule.tags
         line = self._log_line(rule, state, severity, tags) if logged else ""
@@ -503,14 +526,14 @@ class Transaction:
             head = f"ModSecurity: Access denied with code {self.status} (phase {rule.phase})."
         else:
             head = "ModSecurity: Warning."
-        operator = rule.operator_name[:1].upper() + rule.operator_name[1:]
+        operator = state.operator[:1].upper() + state.operator[1:]
         if rule.kind == "action":
             matched = f"{head} "
         else:
             matched = (
                 f"{head} Matched \"Operator `{operator}' with parameter "
-                f"`{_esc(_clip(rule.operator_arg))}' against variable `{_esc(state.variable)}' "
-                f"(Value: `{_esc(_clip(state.value))}' )"
+                f"`{_clip(state.parameter)}' against variable `{state.variable}' "
+                f"(Value: `{_hex(_clip(state.value))}' )"
             )
         parts = [
             matched,
@@ -1001,6 +1024,8 @@ class _Candidates:
 
 @dataclass(slots=True)
 class _MessageState:
+    operator: str = ""  # the last matching link's operator and argument (for the log line)
+    parameter: str = ""  # the operator's argument, macros expanded
     msg: str = ""
     data: str = ""
     variable: str = ""
@@ -1047,6 +1072,14 @@ def _time_value(name: str) -> str:
 
 
 _NEEDS_HEX = re.compile(r'[^\x20-\x7e]|["\\]')
+_NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
+
+
+def _hex(text: str) -> str:
+    """Bytes outside printable ASCII as ``\\xHH`` (v3's matched-value display)."""
+    if _NOT_PRINTABLE.search(text) is None:
+        return text
+    return _NOT_PRINTABLE.sub(lambda m: f"\\x{ord(m.group()) & 0xFF:02x}", text)
 
 
 def _esc(text: str) -> str:

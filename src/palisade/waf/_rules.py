@@ -152,8 +152,6 @@ PERSISTENT = frozenset({"TX", "IP", "GLOBAL", "SESSION", "USER", "RESOURCE"})
 # sanitising the audit log, persistent-storage housekeeping).
 _NO_EFFECT_ACTIONS = frozenset(
     {
-        "auditlog",
-        "noauditlog",
         "sanitisearg",
         "sanitisematched",
         "sanitisematchedbytes",
@@ -653,9 +651,12 @@ def apply_actions(rule: Rule, actions: list[tuple[str, str | None]], problems: l
                 rule.capture = True
             elif name == "multimatch":
                 rule.multi_match = True
-            elif name == "log":
+            elif name in ("log", "auditlog"):
+                # libmodsecurity3 keeps one "save the message" flag that these four
+                # actions set in the order written: the last one decides whether the
+                # match is logged (so CRS 980170's noauditlog silences it).
                 rule.log = True
-            elif name == "nolog":
+            elif name in ("nolog", "noauditlog"):
                 rule.log = False
             elif name in _DISRUPTIVE:
                 if name == "redirect":

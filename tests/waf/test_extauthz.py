@@ -258,3 +258,13 @@ def test_http_mode_refuses_malformed_requests() -> None:
             assert await client.closed_by_peer()
 
     run(scenario)
+
+
+def test_http_mode_answers_head_without_a_body() -> None:
+    async def scenario() -> None:
+        async with http_service() as server, connect(server.address) as client:
+            await client.send(b"HEAD /?q=attack HTTP/1.1\r\nHost: shop\r\n\r\n")
+            assert (await client.reply(head_request=True)).status == 403
+            assert (await client.request(get("/fine"))).status == 200
+
+    run(scenario)

@@ -523,3 +523,16 @@ def test_an_upstream_that_breaks_mid_response() -> None:
                     await second.request(get("/truncated"))
 
     run(scenario)
+
+
+def test_a_refused_head_request_gets_no_body_and_the_connection_stays_in_step() -> None:
+    async def scenario() -> None:
+        async with setup() as (upstream, _proxy, client):
+            await client.send(b"HEAD /attack HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            reply = await client.reply(head_request=True)
+            assert reply.status == 403
+            assert int(reply.header("content-length") or "0") > 0
+            assert (await client.request(get("/next"))).body == b"ok GET /next"
+            assert [r.target for r in upstream.received] == ["/next"]
+
+    run(scenario)

@@ -314,14 +314,12 @@ class ExtAuthzHttpServer:
                 server_port=local[1],
             )
             verdict = await self.slot.evaluate(request)
-            if verdict.allowed:
-                writer.write(simple_response(200, b"", keep_alive=head.keep_alive))
-            else:
-                writer.write(
-                    simple_response(
-                        verdict.status, denial_body(verdict), keep_alive=head.keep_alive
-                    )
+            status, body = (200, b"") if verdict.allowed else (verdict.status, denial_body(verdict))
+            writer.write(
+                simple_response(
+                    status, body, keep_alive=head.keep_alive, head_only=head.method == "HEAD"
                 )
+            )
             await writer.drain()
             if not head.keep_alive:
                 return

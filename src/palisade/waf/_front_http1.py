@@ -367,9 +367,15 @@ def render_head(start_line: str, headers: list[tuple[str, str]]) -> bytes:
 
 
 def simple_response(
-    status: int, body: bytes, *, keep_alive: bool, extra: list[tuple[str, str]] | None = None
+    status: int,
+    body: bytes,
+    *,
+    keep_alive: bool,
+    extra: list[tuple[str, str]] | None = None,
+    head_only: bool = False,
 ) -> bytes:
-    """A complete short response (errors, refusals, the ext_authz answers)."""
+    """A complete short response (errors, refusals, the ext_authz answers); ``head_only``
+    for an answer to HEAD (the length is announced, the body is not sent)."""
     headers = [
         ("Content-Type", "text/plain; charset=utf-8"),
         ("Content-Length", str(len(body))),
@@ -377,4 +383,5 @@ def simple_response(
     ]
     if not keep_alive:
         headers.append(("Connection", "close"))
-    return render_head(f"HTTP/1.1 {status} {reason_phrase(status)}", headers) + body
+    head = render_head(f"HTTP/1.1 {status} {reason_phrase(status)}", headers)
+    return head if head_only else head + body

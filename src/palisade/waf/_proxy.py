@@ -257,12 +257,17 @@ class ProxyServer:
             await writer.drain()
 
     async def _deny(
-        self, writer: asyncio.StreamWriter, verdict: Verdict, keep_alive: bool, version: str
+        self, writer: asyncio.StreamWriter, verdict: Verdict, head: RequestHead
     ) -> bool:
-        extra = [("Connection", "keep-alive")] if keep_alive and version == "HTTP/1.0" else []
+        keep_alive = head.keep_alive
+        extra = [("Connection", "keep-alive")] if keep_alive and head.version == "HTTP/1.0" else []
         writer.write(
             simple_response(
-                verdict.status, denial_body(verdict), keep_alive=keep_alive, extra=extra
+                verdict.status,
+                denial_body(verdict),
+                keep_alive=keep_alive,
+                extra=extra,
+                head_only=head.method == "HEAD",
             )
         )
         await writer.drain()
@@ -278,7 +283,7 @@ class ProxyServer:
         if not verdict.allowed:
             if self.inspect_response:
                 self.slot.report(request, verdict)
-            return await self._deny(writer, verdict, head.keep_alive, head.version)
+            return await self._deny(writer, verdict, head)
         forwarded = self._forwarded_head(head, request, client)
         try:
             conn, response = await self._send_upstream(forwarded, request.body, head.method)
@@ -286,7 +291,11 @@ class ProxyServer:
             log.warning("upstream %s:%d failed: %s", *self.upstream, exc)
             if self.inspect_response:
                 self.slot.report(request, verdict)  # no response phase will report it
-            writer.write(simple_response(502, b"Bad Gateway\n", keep_alive=False))
+            writer.write(
+                simple_response(
+                    502, b"Bad Gateway\n", keep_alive=False, head_only=head.method == "HEAD"
+                )
+            )
             await writer.drain()
             return False
         try:
@@ -375,7 +384,7 @@ class ProxyServer:
         if not verdict.allowed:
             await body_iter.aclose()
             conn.close()  # its body was not drained
-            return await self._deny(writer, verdict, head.keep_alive, head.version)
+            return await self._deny(writer, verdict, head)
         if complete:
             return await self._relay(head, conn, response, writer, bytes(buffered), done=True)
         return await self._relay(head, conn, response, writer, bytes(buffered), rest=body_iter)

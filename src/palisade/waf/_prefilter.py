@@ -27,6 +27,9 @@ _c: Any = importlib.import_module("re._constants")
 
 _HEX_BRACES = re.compile(r"(?<!\\)((?:\\\\)*)\\x\{([0-9a-fA-F]{1,4})\}")
 _MIN_LITERAL = 3
+# Values longer than this are not scanned (every literal counts as present): on big bodies
+# one Python-level step per literal occurrence would cost more than the regexes it saves.
+_MAX_SCAN = 65536
 
 
 def _to_python_syntax(pattern: str) -> str:
@@ -156,6 +159,8 @@ class Prefilter:
         """Bitmask of the literals present in ``value`` (case-insensitively)."""
         if self._automaton is None or not value:
             return 0
+        if len(value) > _MAX_SCAN:
+            return -1  # all bits set
         mask = 0
         for _, bit in self._automaton.iter(value.lower()):
             mask |= bit

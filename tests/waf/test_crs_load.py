@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from palisade.waf import HttpRequest, WafEngine
 from tests.shared_data import shared_path
@@ -112,3 +114,41 @@ def test_paranoia_level_from_before_text() -> None:
     pl1_ids = crs_engine().evaluate(request("/?q=1%27%27")).logged_ids()
     pl2_ids = pl2.evaluate(request("/?q=1%27%27")).logged_ids()
     assert pl1_ids <= pl2_ids  # PL2 runs every PL1 rule and more
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    query=st.binary(max_size=300),
+    header=st.binary(max_size=200),
+    body=st.binary(max_size=600),
+    content_type=st.sampled_from(
+        [
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=xyz",
+            "application/json",
+            "text/xml",
+            "application/octet-stream",
+        ]
+    ),
+)
+def test_arbitrary_input_never_breaks_a_rule(
+    query: bytes, header: bytes, body: bytes, content_type: str
+) -> None:
+    engine = crs_engine(
+        ENFORCING
+        + 'SecRule REQUEST_HEADERS:Content-Type "^application/json" '
+        + '"id:200001,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=JSON"\n'
+        + 'SecRule REQUEST_HEADERS:Content-Type "^text/xml" '
+        + '"id:200000,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=XML"\n'
+    )
+    uri = "/p?" + query.decode("latin-1").replace(" ", "%20").replace("#", "%23")
+    result = engine.evaluate(
+        request(
+            uri,
+            ("Content-Type", content_type),
+            ("X-Fuzz", header.decode("latin-1").replace("\r", " ").replace("\n", " ")),
+            method="POST",
+            body=body,
+        )
+    )
+    assert result.errors == []

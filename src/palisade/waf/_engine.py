@@ -162,7 +162,8 @@ class Transaction:
         self.removed_ids: list[tuple[int, int]] = []
         self.removed_tags: list[str] = []
         self.body_processor: str | None = None
-        self.cache: dict[tuple[int, str], str] = {}
+        # transformation results: one dict per trie node, value → transformed value
+        self.cache: list[dict[str, str]] = [{} for _ in engine.trie.parent]
         self.matches: list[RuleMatch] = []
         self.errors: list[str] = []
         self.status: int | None = None
@@ -658,18 +659,16 @@ class Transaction:
     # ------------------------------------------------------------------ transformations
 
     def _transform(self, node: int, value: str) -> str:
-        if node == 0:
-            return value
-        cache = self.cache
-        key = (node, value)
-        result = cache.get(key)
+        """``value`` through the transformation chain ending at trie ``node`` (> 0)."""
+        cache = self.cache[node]
+        result = cache.get(value)
         if result is None:
             trie = self.engine.trie
-            base = self._transform(trie.parent[node], value)
+            parent = trie.parent[node]
+            base = self._transform(parent, value) if parent else value
             function = trie.function[node]
             assert function is not None
-            result = function(base)
-            cache[key] = result
+            result = cache[value] = function(base)
         return result
 
     def _multi_values(self, node: int, value: str) -> list[str]:

@@ -460,3 +460,19 @@ def test_multimatch_logs_each_matching_value_even_when_the_chain_fails() -> None
     )
     result = chained.evaluate(get("/?a=a"))
     assert [(m.id, m.msg, m.logged) for m in result.matches] == [(1, "", True)]
+
+
+def test_update_target_by_tag_and_msg_and_for_absent_rules() -> None:
+    engine = load(
+        "\n".join(
+            [
+                'SecRule ARGS "@rx evil" "id:1,phase:1,pass,tag:\'attack-x\'"',
+                'SecRule ARGS "@rx evil" "id:2,phase:1,pass,msg:\'Evil found\'"',
+                'SecRuleUpdateTargetByTag attack-x "!ARGS:a"',
+                "SecRuleUpdateTargetByMsg 'Evil found' \"!ARGS:b\"".replace("'", '"', 2),
+                'SecRuleUpdateTargetById 999 "!ARGS:c"',
+            ]
+        )
+    )
+    assert engine.evaluate(get("/?a=evil")).logged_ids() == {2}
+    assert engine.evaluate(get("/?b=evil")).logged_ids() == {1}

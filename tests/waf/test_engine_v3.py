@@ -219,6 +219,30 @@ CASES: list[tuple[str, str, str, tuple[tuple[str, str], ...], bytes, object]] = 
         None,
     ),
     (
+        "SecRuleUpdateTargetByTag / ByMsg (a)",
+        'SecRule ARGS "@rx evil" "id:1,phase:1,pass,tag:\'attack-x\'"\n'
+        'SecRule ARGS "@rx evil" "id:2,phase:1,pass,msg:\'Evil found\'"\n'
+        'SecRuleUpdateTargetByTag attack-x "!ARGS:a"\n'
+        'SecRuleUpdateTargetByMsg "Evil found" "!ARGS:b"\n'
+        'SecRuleUpdateTargetById 999 "!ARGS:c"',
+        "/?a=evil",
+        (),
+        b"",
+        None,
+    ),
+    (
+        "SecRuleUpdateTargetByTag / ByMsg (b)",
+        'SecRule ARGS "@rx evil" "id:1,phase:1,pass,tag:\'attack-x\'"\n'
+        'SecRule ARGS "@rx evil" "id:2,phase:1,pass,msg:\'Evil found\'"\n'
+        'SecRuleUpdateTargetByTag attack-x "!ARGS:a"\n'
+        'SecRuleUpdateTargetByMsg "Evil found" "!ARGS:b"\n'
+        'SecRuleUpdateTargetById 999 "!ARGS:c"',
+        "/?b=evil",
+        (),
+        b"",
+        None,
+    ),
+    (
         "response phases",
         "SecResponseBodyAccess On\n"
         'SecRule RESPONSE_STATUS "@streq 500" "id:1,phase:3,pass"\n'

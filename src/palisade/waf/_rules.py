@@ -730,6 +730,7 @@ class _Exceptions:
     update_targets: list[tuple[list[tuple[int, int]], list[Target], Directive]] = field(
         default_factory=list
     )
+    update_targets_by: list[tuple[str, str, list[Target]]] = field(default_factory=list)
     update_actions: list[tuple[int, list[tuple[str, str | None]], Directive]] = field(
         default_factory=list
     )
@@ -854,6 +855,11 @@ def compile_directives(directives: list[Directive]) -> tuple[RuleSet, list[Probl
                 exceptions.update_targets.append(
                     (parse_id_ranges(args[0]), parse_targets(args[1]), d)
                 )
+            elif name in ("secruleupdatetargetbytag", "secruleupdatetargetbymsg"):
+                if len(args) not in (2, 3):
+                    raise ValueError("takes a tag or message and a variable list")
+                by = "tag" if name.endswith("tag") else "msg"
+                exceptions.update_targets_by.append((by, args[0], parse_targets(args[1])))
             elif name == "secruleupdateactionbyid":
                 if len(args) != 2:
                     raise ValueError("takes a rule id and an action list")
@@ -887,19 +893,23 @@ def compile_directives(directives: list[Directive]) -> tuple[RuleSet, list[Probl
         rules_by_id[rule.id] = rule
 
     # SecRuleUpdateTargetById / SecRuleUpdateActionById apply wherever they are written.
-    for ranges, targets, d in exceptions.update_targets:
-        hit = False
+    # An update naming no loaded rule is accepted, as v3 does (exclusions written for rules
+    # that a paranoia level or a missing file leaves out must not break loading).
+    for ranges, targets, _ in exceptions.update_targets:
         for rule in rules_by_id.values():
             if any(lo <= rule.id <= hi for lo, hi in ranges):
-                hit = True
                 rule.targets += tuple(t for t in targets if not t.exclude)
                 rule.exclusions += tuple(t for t in targets if t.exclude)
-        if not hit:
-            problem(d, f"no rule with id {d.args[0]}")
+    for by, key, targets in exceptions.update_targets_by:
+        for rule in rules_by_id.values():
+            if (by == "tag" and key in rule.tags) or (
+                by == "msg" and rule.msg is not None and rule.msg.text == key
+            ):
+                rule.targets += tuple(t for t in targets if not t.exclude)
+                rule.exclusions += tuple(t for t in targets if t.exclude)
     for rule_id, actions, d in exceptions.update_actions:
         target_rule = rules_by_id.get(rule_id)
         if target_rule is None:
-            problem(d, f"no rule with id {rule_id}")
             continue
         if any(a[0].lower() in ("id", "phase", "chain") for a in actions):
             problem(d, "may not change id, phase or chain")

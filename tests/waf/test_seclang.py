@@ -273,3 +273,17 @@ def test_remove_and_update_apply_wherever_written() -> None:
     rule = engine.ruleset.phases[2][0]
     assert [t.text for t in rule.targets] == ["ARGS", "REQUEST_URI"]
     assert [t.text for t in rule.exclusions] == ["!ARGS:foo"]
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('SecDefaultAction "phase:2,log"', "disruptive"),
+        ('SecDefaultAction "phase:2,log,pass,id:5"', "not allowed"),
+        ('SecAction "id:1,pass,chain"\nSecRule ARGS "@rx a" "pass"', "cannot start a chain"),
+        ('SecRule ARGS "@streq" "id:1"', "needs an argument"),
+    ],
+)
+def test_what_modsecurity_v3_rejects_is_rejected(text: str, reason: str) -> None:
+    with pytest.raises(WafLoadError, match=reason):
+        WafEngine.load([], before=text)

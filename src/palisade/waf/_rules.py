@@ -192,6 +192,17 @@ _CTL_OPTIONS = {
     "hashengine": "hashEngine",
     "requestbodylimit": "requestBodyLimit",
 }
+_OPERATORS_WITHOUT_ARGUMENT = frozenset(
+    {
+        "unconditionalmatch",
+        "nomatch",
+        "detectsqli",
+        "detectxss",
+        "validateurlencoding",
+        "validateutf8encoding",
+        "rx",  # an empty pattern matches everything
+    }
+)
 _ENGINE_MODES = {"on": "On", "off": "Off", "detectiononly": "DetectionOnly"}
 _BODY_PROCESSORS = frozenset({"URLENCODED", "MULTIPART", "XML", "JSON"})
 
@@ -789,6 +800,15 @@ def compile_directives(directives: list[Directive]) -> tuple[RuleSet, list[Probl
                     problem(d, reason)
                 if holder.phase == 0:
                     raise ValueError("needs a phase")
+                if holder.disruptive is None:
+                    raise ValueError("must specify a disruptive action (as ModSecurity v3)")
+                unsuitable = [
+                    a
+                    for a, _ in split_actions(args[0])
+                    if a.lower() in ("id", "chain", "skip", "skipafter")
+                ]
+                if unsuitable:
+                    raise ValueError(f"action {unsuitable[0]!r} is not allowed here")
                 defaults[holder.phase] = DefaultActions(
                     holder.phase,
                     holder.disruptive,
@@ -994,11 +1014,15 @@ def _compile_rule(d: Directive, problem: Any) -> Rule | None:
             ok = False
         name, argument, negated = split_operator(args[1])
         rule.operator_name, rule.operator_arg, rule.operator_negated = name, argument, negated
-        try:
-            _compile_operator(rule)
-        except ValueError as exc:
-            problem(d, str(exc))
+        if not argument and name.lower() not in _OPERATORS_WITHOUT_ARGUMENT:
+            problem(d, f"operator @{name} needs an argument")
             ok = False
+        else:
+            try:
+                _compile_operator(rule)
+            except ValueError as exc:
+                problem(d, str(exc))
+                ok = False
     try:
         actions = split_actions(args[-1])
     except ValueError as exc:
@@ -1006,6 +1030,8 @@ def _compile_rule(d: Directive, problem: Any) -> Rule | None:
         return None
     reasons: list[str] = []
     apply_actions(rule, actions, reasons)
+    if is_action and rule.chained:
+        reasons.append("SecAction cannot start a chain")
     for reason in reasons:
         problem(d, reason)
     if reasons:

@@ -3,7 +3,9 @@
 :class:`ModSecReference` renders an nginx configuration into a private directory: a front
 server on an ephemeral loopback port with ``modsecurity on`` and the rule configuration it
 is given (the same files and before/after SecLang text the test gives ``WafEngine.load``),
-proxying to a backend server block that answers ``200 ok`` to anything. nginx runs with its
+proxying to a backend server block that answers ``200 ok`` to anything (and, when a
+``reflector`` is given, ``/reflect`` to an in-process backend that builds the response from
+the request, as the CRS CI's albedo does). nginx runs with its
 own prefix, pid file and error log; it is stopped by the PID from that pid file (never the
 system service, never ``/etc/nginx``).
 
@@ -27,10 +29,12 @@ import re
 import shutil
 import signal
 import socket
+import socketserver
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -87,6 +91,7 @@ http {{
         modsecurity on;
         modsecurity_rules_file {conf}/modsec-main.conf;
         modsecurity_transaction_id "pal-$remote_port-$connection-$connection_requests";
+{reflect_locations}
         location / {{
             # The backend always gets the same plain request, so it always answers 200
             # whatever the client sent; the WAF has seen the original request.
@@ -115,6 +120,59 @@ http {{
 _LINE_ID = re.compile(r'\[line "\d+"\] \[id "(\d+)"\]')
 _ANY_ID = re.compile(r'\[id "(\d+)"\]')
 _UNIQUE_ID = re.compile(r'\[unique_id "pal-(\d+)-(\d+)-(\d+)"\]')
+
+
+_REFLECT_LOCATIONS = """\
+        # The reflecting backend (the CRS CI's albedo answers POST /reflect with the
+        # response its JSON body describes): the request goes there as nginx proxies it.
+        location = /reflect {{
+            proxy_ignore_client_abort on;
+            proxy_pass http://127.0.0.1:{reflect_port};
+        }}
+        location = /reflect/ {{
+            proxy_ignore_client_abort on;
+            proxy_pass http://127.0.0.1:{reflect_port};
+        }}
+"""
+
+Reflector = Callable[[bytes], bytes]  # the raw request nginx proxies -> the raw response
+
+
+class _ReflectHandler(socketserver.BaseRequestHandler):
+    server: _ReflectServer
+
+    def handle(self) -> None:
+        conn: socket.socket = self.request
+        conn.settimeout(10)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value.strip() or b"0")
+            while len(body) < length:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                body += chunk
+            conn.sendall(self.server.reflector(head + b"\r\n\r\n" + body[:length]))
+        except (OSError, ValueError):
+            return
+
+
+class _ReflectServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+
+    def __init__(self, reflector: Reflector) -> None:
+        super().__init__(("127.0.0.1", 0), _ReflectHandler)
+        self.reflector = reflector
 
 
 class ReferenceUnavailable(RuntimeError):
@@ -196,6 +254,7 @@ class ModSecReference:
         after: str = "",
         workdir: Path | None = None,
         start_timeout: float = 60.0,
+        reflector: Reflector | None = None,
     ) -> None:
         self.nginx = require_reference()
         self.rule_files = [Path(f).resolve() for f in rule_files]
@@ -207,6 +266,8 @@ class ModSecReference:
         self.port = 0
         self.backend_port = 0
         self.pid: int | None = None
+        self.reflector = reflector
+        self._reflect: _ReflectServer | None = None
 
     # -------------------------------------------------------------- configuration
 
@@ -232,9 +293,13 @@ class ModSecReference:
         (conf / "modsec-main.conf").write_text(
             "".join(f'Include "{path}"\n' for path in includes), encoding="latin-1"
         )
+        reflect = ""
+        if self._reflect is not None:
+            reflect = _REFLECT_LOCATIONS.format(reflect_port=self._reflect.server_address[1])
         nginx_conf = conf / "nginx.conf"
         nginx_conf.write_text(
             _NGINX_CONF.format(
+                reflect_locations=reflect,
                 module=MODSEC_MODULE,
                 logs=logs,
                 tmp=tmp,
@@ -249,6 +314,9 @@ class ModSecReference:
     # -------------------------------------------------------------- life cycle
 
     def start(self) -> None:
+        if self.reflector is not None and self._reflect is None:
+            self._reflect = _ReflectServer(self.reflector)
+            threading.Thread(target=self._reflect.serve_forever, daemon=True).start()
         last_error = ""
         for _ in range(3):  # the ephemeral ports may be taken between probe and bind
             self.port, self.backend_port = _free_port(), _free_port()
@@ -302,6 +370,10 @@ class ModSecReference:
 
     def close(self) -> None:
         self.stop()
+        if self._reflect is not None:
+            self._reflect.shutdown()
+            self._reflect.server_close()
+            self._reflect = None
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -26,14 +26,21 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.utils import formatdate
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from palisade.waf import HttpResponse, WafEngine
-from palisade.waf._ftw import _pipelined, crs_ci_configuration, crs_rule_files, load_test_files
+from palisade.waf import HttpRequest, HttpResponse, WafEngine
+from palisade.waf._ftw import (
+    _pipelined,
+    albedo_response,
+    crs_ci_configuration,
+    crs_rule_files,
+    load_test_files,
+)
 from palisade.waf._ftw_request import BadTestInput, build_request
 from palisade.waf._http import HttpParseError, parse_request
 
@@ -281,7 +288,7 @@ def benign_requests() -> list[Sample]:
         )
     )
     png = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489")
-    uploads = {
+    uploads: dict[str, list[tuple[str, str | None, str | None, bytes]]] = {
         "text-file": [
             ("description", None, None, b"Quarterly numbers"),
             ("file", "report.txt", "text/plain", b"revenue: 100\nexpenses: 80\n"),
@@ -335,16 +342,52 @@ def the_sample() -> list[Sample]:
 # ---- our engine ----------------------------------------------------------------------------------
 
 
-def _backend_response(keep_alive: bool) -> HttpResponse:
-    """What the connector hands libmodsecurity3 for the backend's answer."""
+_NGINX_ADDS = (("Server", "nginx"), ("Connection", "close"))
+
+
+def _ok_response() -> HttpResponse:
+    """What the connector hands libmodsecurity3 for the plain backend's answer."""
     headers = (
-        ("Server", "nginx"),
         ("Date", formatdate(usegmt=True)),
         ("Content-Type", "text/plain"),
         ("Content-Length", "3"),
-        ("Connection", "keep-alive" if keep_alive else "close"),
+        *_NGINX_ADDS,
     )
     return HttpResponse(status=200, version="HTTP/1.1", headers=headers, body=b"ok\n")
+
+
+def _goes_to_reflector(request: HttpRequest) -> bool:
+    """nginx's ``location = /reflect`` (and ``/reflect/``) of the reference."""
+    target = request.uri.split("?", 1)[0]
+    if "://" in target:
+        target = "/" + target.split("://", 1)[1].partition("/")[2]
+    return target in ("/reflect", "/reflect/")
+
+
+def backend_response(request: HttpRequest) -> HttpResponse:
+    """The backend's answer as libmodsecurity3 sees it behind the reference's nginx."""
+    if not _goes_to_reflector(request):
+        return _ok_response()
+    answer = albedo_response(request)
+    headers = tuple((n, v) for n, v in answer.headers if n.lower() not in ("server", "date"))
+    headers += (("Date", formatdate(usegmt=True)), *_NGINX_ADDS)
+    return dataclasses.replace(answer, headers=headers)
+
+
+def reflect(raw: bytes) -> bytes:
+    """The reference's /reflect backend: albedo's answer to the request nginx proxies."""
+    try:
+        answer = albedo_response(parse_request(raw))
+    except HttpParseError:
+        return b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    try:
+        reason = HTTPStatus(answer.status).phrase
+    except ValueError:
+        reason = "Status"
+    head = [f"HTTP/1.1 {answer.status} {reason}"]
+    head += [f"{name}: {value}" for name, value in answer.headers]
+    head.append("Connection: close")
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + answer.body
 
 
 @dataclass
@@ -361,7 +404,7 @@ def evaluate_ours(engine: WafEngine, raw: bytes, server_port: int) -> Ours:
     except HttpParseError as exc:
         return Ours(set(), f"{exc.status}: {exc}")
     request = dataclasses.replace(request, server_port=server_port)
-    result = engine.evaluate(request, _backend_response(False))
+    result = engine.evaluate(request, backend_response(request))
     ids = set(result.logged_ids())
     rest = None if result.blocked else _pipelined(raw, request)
     if rest is not None:
@@ -370,7 +413,7 @@ def evaluate_ours(engine: WafEngine, raw: bytes, server_port: int) -> Ours:
         except HttpParseError:
             second = None
         if second is not None:
-            ids |= engine.evaluate(second, _backend_response(False)).logged_ids()
+            ids |= engine.evaluate(second, backend_response(second)).logged_ids()
     return Ours(ids)
 
 
@@ -492,7 +535,9 @@ def _overlaps(seen: Difference, listed: Difference) -> bool:
 @pytest.fixture(scope="module")
 def reference() -> Iterator[ModSecReference]:
     try:
-        server = ModSecReference(crs_rule_files(CRS), before=crs_ci_configuration())
+        server = ModSecReference(
+            crs_rule_files(CRS), before=crs_ci_configuration(), reflector=reflect
+        )
     except ReferenceUnavailable as exc:
         pytest.fail(str(exc), pytrace=False)
     with server:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pathlib
 import signal
 import socket
 import time
@@ -392,8 +393,11 @@ def test_failed_reload_keeps_the_running_engine() -> None:
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_run_proxy_serves_until_sigterm_and_reloads_on_sighup(workers: int) -> None:
+def test_run_proxy_serves_until_sigterm_and_reloads_on_sighup(
+    workers: int, tmp_path: pathlib.Path
+) -> None:
     """``run_proxy`` in a child process: SIGHUP reloads, SIGTERM stops (all workers)."""
+    started = tmp_path / "started"
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -405,24 +409,36 @@ def test_run_proxy_serves_until_sigterm_and_reloads_on_sighup(workers: int) -> N
     if pid == 0:  # the proxy service, started before any event loop exists in this process
         code = 1
         try:
+            os.setpgid(0, 0)  # its workers join this group: the cleanup can reach them all
             origin.close()
             generation = iter(range(1, 100))
+
+            def on_worker_start() -> None:
+                with started.open("a") as record:
+                    record.write(f"{os.getpid()}\n")
+
             run_proxy(
                 lambda: real_engine(status=400 + next(generation)),
                 ("127.0.0.1", port),
                 origin_address,
                 fail_open=False,
                 workers=workers,
+                on_worker_start=on_worker_start,
             )
             code = 0
         finally:
             os._exit(code)
+    with contextlib.suppress(OSError):
+        os.setpgid(pid, pid)  # both sides set it, whichever runs first
     try:
         asyncio.run(exercise(pid, port, origin, workers))
+        serving = set(started.read_text().split())
+        assert len(serving) == workers
+        assert (str(pid) in serving) == (workers == 1)
     finally:
         origin.close()
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+            os.killpg(pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
 

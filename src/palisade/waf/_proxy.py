@@ -537,12 +537,15 @@ def run_proxy(
     on_result: ResultHook | None = None,
     on_ready: Callable[[tuple[str, int]], None] | None = None,
     threads: int = DEFAULT_THREADS,
+    on_worker_start: Callable[[], None] | None = None,
 ) -> None:
     """Run the proxy until SIGTERM/SIGINT; SIGHUP reloads the engine from ``engine_factory``.
 
     ``workers > 1`` forks that many worker processes (SO_REUSEPORT sockets on one address);
     the parent forwards SIGTERM/SIGINT/SIGHUP to them and waits. ``on_ready`` gets the bound
-    address once listening (in the parent, before forking, for workers > 1).
+    address once listening (in the parent, once every worker is forked, for workers > 1).
+    ``on_worker_start`` runs in each serving process before it serves — after the fork for
+    workers > 1 — to start what the hooks need there (threads do not survive a fork).
     """
     engine = engine_factory()  # load once: forked workers share the compiled rules
 
@@ -561,6 +564,8 @@ def run_proxy(
 
     if workers <= 1:
         sock = _listening_socket(listen, reuse_port=False)
+        if on_worker_start is not None:
+            on_worker_start()
         asyncio.run(_serve_until_signalled(make_server(), sock, on_ready))
         return
 
@@ -581,6 +586,8 @@ def run_proxy(
                 code = 0
                 try:
                     holder.close()
+                    if on_worker_start is not None:
+                        on_worker_start()
                     asyncio.run(_serve_until_signalled(make_server(), sock, None))
                 except BaseException:
                     log.exception("proxy worker failed")

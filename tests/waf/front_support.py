@@ -157,6 +157,8 @@ class Upstream:
             writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nstreamed until close")
             await writer.drain()
             return False
+        elif target == "/vanish":
+            return False  # reads the request, closes without an answer
         elif target in ("/truncated", "/head-only"):
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
             if target == "/truncated":

@@ -552,3 +552,35 @@ def test_a_refused_head_request_gets_no_body_and_the_connection_stays_in_step() 
             assert [r.target for r in upstream.received] == ["/next"]
 
     run(scenario)
+
+
+def test_inspected_response_that_breaks_is_a_502_and_still_reported() -> None:
+    heard: list[str] = []
+
+    async def scenario() -> None:
+        options = {
+            "inspect_response": True,
+            "on_result": lambda request, result: heard.append(request.uri),
+        }
+        async with setup(**options) as (_upstream, _proxy, client):
+            assert (await client.request(get("/truncated"))).status == 502
+        assert heard == ["/truncated"]
+
+    run(scenario)
+
+
+def test_only_idempotent_requests_are_sent_again_after_a_pooled_connection_fails() -> None:
+    async def scenario() -> None:
+        async with setup() as (upstream, proxy, client):
+            assert (await client.request(get("/one"))).status == 200  # pools a connection
+            # the origin reads the POST on the pooled connection and closes without answering
+            assert (await client.request(post("/vanish", b"a=b"))).status == 502
+            assert [r.method for r in upstream.received] == ["GET", "POST"]
+            async with connect(proxy.address) as second:
+                assert (await second.request(get("/two"))).status == 200  # pools one again
+                # a GET is sent again once, on a fresh connection (which vanishes too)
+                assert (await second.request(get("/vanish"))).status == 502
+            methods = [(r.method, r.target) for r in upstream.received]
+            assert methods[2:] == [("GET", "/two"), ("GET", "/vanish"), ("GET", "/vanish")]
+
+    run(scenario)

@@ -64,6 +64,7 @@ __all__ = ["Limits", "ProxyServer", "run_proxy"]
 log = logging.getLogger("palisade.waf.proxy")
 
 _BLOCK = 65536
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
 @dataclass(slots=True)
@@ -300,7 +301,7 @@ class ProxyServer:
             return False
         try:
             if self.inspect_response:
-                return await self._answer_inspected(head, request, conn, response, writer)
+                return await self._answer_inspected(head, request, conn, response, writer, verdict)
             return await self._relay(head, conn, response, writer, b"")
         except BaseException:
             conn.close()
@@ -335,10 +336,11 @@ class ProxyServer:
                 return conn, response
             except (ConnectionError, asyncio.IncompleteReadError) as exc:
                 conn.close()
-                if not reused or attempt == 2:
+                if not reused or attempt == 2 or method not in _IDEMPOTENT:
                     raise _UpstreamFailed(str(exc) or type(exc).__name__) from exc
-                # A pooled connection the upstream had closed: the request never reached a
-                # live connection, so sending it again on a new one is safe.
+                # A pooled connection the upstream had closed before it answered: most likely
+                # it closed the idle connection as the request went out; an idempotent request
+                # (RFC 9110 §9.2.2) may be sent again on a new one, as nginx does.
                 conn, reused = await self._acquire(fresh=True)
             except (TimeoutError, FramingError) as exc:
                 conn.close()
@@ -360,18 +362,31 @@ class ProxyServer:
         conn: _Upstream,
         response: ResponseHead,
         writer: asyncio.StreamWriter,
+        request_verdict: Verdict,
     ) -> bool:
         """Buffer up to the inspection limit, run the response phases, then answer."""
         limit = self.limits.max_inspected_response
         buffered = bytearray()
         complete = False
         body_iter = self._upstream_body(conn, response)
-        async for block in body_iter:
-            buffered += block
-            if len(buffered) >= limit:
-                break
-        else:
-            complete = True
+        try:
+            async with asyncio.timeout(self.limits.upstream_timeout):
+                async for block in body_iter:
+                    buffered += block
+                    if len(buffered) >= limit:
+                        break
+                else:
+                    complete = True
+        except (asyncio.IncompleteReadError, FramingError, TimeoutError, ConnectionError) as exc:
+            log.warning("upstream %s:%d failed mid-response: %s", *self.upstream, exc)
+            conn.close()
+            self.slot.report(request, request_verdict)  # no response phase will report it
+            writer.write(
+                simple_response(
+                    502, b"Bad Gateway\n", keep_alive=False, head_only=head.method == "HEAD"
+                )
+            )
+            return False
         verdict = await self.slot.evaluate(
             request,
             HttpResponse(

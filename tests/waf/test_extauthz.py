@@ -125,6 +125,9 @@ def test_grpc_denies_with_the_engines_status_and_a_body() -> None:
             assert response.denied_response.status.code == 406
             assert "blocked" in response.denied_response.body
             assert response.denied_response.headers[0].header.key == "content-type"
+            waf = response.dynamic_metadata.fields["palisade_waf"].struct_value.fields
+            assert waf["outcome"].string_value == "block"
+            assert waf["rule_ids"].string_value == "1001"
 
     run(scenario)
 

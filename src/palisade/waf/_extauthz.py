@@ -114,31 +114,45 @@ def request_from_check(check: Any) -> HttpRequest:
     )
 
 
+def _metadata(verdict: Verdict) -> dict[str, Any]:
+    """What Envoy may log (``%DYNAMIC_METADATA(envoy.filters.http.ext_authz:palisade_waf)%``)."""
+    fields: dict[str, Any] = {"outcome": verdict.outcome.value}
+    result = verdict.result
+    if result is not None:
+        fields["inbound_score"] = float(getattr(result, "inbound_score", 0))
+        matches = getattr(result, "matches", ())
+        ids = sorted({m.id for m in matches if getattr(m, "logged", True)})
+        fields["rule_ids"] = ",".join(str(i) for i in ids)
+    return {"palisade_waf": fields}
+
+
 def _check_response(verdict: Verdict) -> Any:
     if verdict.allowed:
-        return external_auth_pb2.CheckResponse(
+        response = external_auth_pb2.CheckResponse(
             status=status_pb2.Status(code=code_pb2.OK),
             ok_response=external_auth_pb2.OkHttpResponse(),
         )
+        response.dynamic_metadata.update(_metadata(verdict))
+        return response
     code = (
         code_pb2.UNAVAILABLE
         if verdict.outcome is Outcome.FAIL_CLOSED
         else code_pb2.PERMISSION_DENIED
     )
-    return external_auth_pb2.CheckResponse(
+    response = external_auth_pb2.CheckResponse(
         status=status_pb2.Status(code=code, message=verdict.reason or "blocked by the WAF"),
         denied_response=external_auth_pb2.DeniedHttpResponse(
             status=http_status_pb2.HttpStatus(code=verdict.status),
             headers=[
                 base_pb2.HeaderValueOption(
-                    header=base_pb2.HeaderValue(
-                        key="content-type", value="text/plain; charset=utf-8"
-                    )
+                    header=base_pb2.HeaderValue(key="content-type", value=_TEXT_PLAIN)
                 )
             ],
             body=denial_body(verdict).decode(),
         ),
     )
+    response.dynamic_metadata.update(_metadata(verdict))
+    return response
 
 
 class _AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]

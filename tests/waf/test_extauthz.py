@@ -14,8 +14,10 @@ from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
 from google.rpc import code_pb2
 
+from palisade.waf import WafEngine
 from palisade.waf._extauthz import ExtAuthzGrpcServer, ExtAuthzHttpServer
 from palisade.waf._front_engine import WafEngineLike
+from tests.shared_data import shared_path
 from tests.waf.front_support import (
     RecordingEngine,
     StandInEngine,
@@ -29,6 +31,7 @@ pytestmark = pytest.mark.timeout(60, method="thread")
 
 AttributeContext = attribute_context_pb2.AttributeContext
 FORM = b"application/x-www-form-urlencoded"
+CRS_BEFORE = "SecRuleEngine On\nSecRequestBodyAccess On\n"
 
 
 def check_request(
@@ -269,5 +272,34 @@ def test_http_mode_answers_head_without_a_body() -> None:
             await client.send(b"HEAD /?q=attack HTTP/1.1\r\nHost: shop\r\n\r\n")
             assert (await client.reply(head_request=True)).status == 403
             assert (await client.request(get("/fine"))).status == 200
+
+    run(scenario)
+
+
+def test_grpc_with_the_core_rule_set_as_envoy_sends_an_attack_and_a_clean_request() -> None:
+    """CRS v4 at PL1, anomaly blocking: Envoy's view of a SQL injection is denied by 949110
+    after 942100; a browser's plain request passes without a match."""
+    crs = shared_path("data", "crs")
+    rules = [crs / "crs-setup.conf.example", *sorted((crs / "rules").glob("*.conf"))]
+    engine = RecordingEngine(WafEngine.load(rules, before=CRS_BEFORE))
+    browser = {
+        ":authority": "localhost",
+        ":method": "GET",
+        ":path": "/",
+        "user-agent": "Mozilla/5.0 (X11; Linux x86_64)",
+        "accept": "*/*",
+    }
+
+    async def scenario() -> None:
+        async with grpc_service(lambda: engine) as (_server, stub):
+            attack = "/?id=1%27%20OR%20%271%27=%271"
+            denied = await stub.Check(
+                check_request(attack, headers={**browser, ":path": attack}), timeout=30
+            )
+            assert denied.denied_response.status.code == 403
+            assert {942100, 949110} <= engine.seen[-1][2].logged_ids()
+            allowed = await stub.Check(check_request("/", headers=browser), timeout=30)
+            assert allowed.status.code == code_pb2.OK
+            assert engine.seen[-1][2].logged_ids() == set()
 
     run(scenario)

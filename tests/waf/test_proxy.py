@@ -584,3 +584,16 @@ def test_only_idempotent_requests_are_sent_again_after_a_pooled_connection_fails
             assert methods[2:] == [("GET", "/two"), ("GET", "/vanish"), ("GET", "/vanish")]
 
     run(scenario)
+
+
+def test_the_engine_sees_the_version_as_written_and_the_client_gets_http11() -> None:
+    engine = RecordingEngine(real_engine())
+
+    async def scenario() -> None:
+        async with setup(factory=lambda: engine) as (upstream, _proxy, client):
+            await client.send(b"GET /v HTTP/1.2\r\nHost: localhost\r\n\r\n")
+            assert (await client.reply()).status == 200
+            assert engine.seen[0][0].version == "HTTP/1.2"
+            assert len(upstream.received) == 1
+
+    run(scenario)

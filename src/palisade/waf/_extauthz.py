@@ -319,7 +319,7 @@ class ExtAuthzHttpServer:
             request = HttpRequest(
                 method=head.method,
                 uri=target,
-                version=head.version,
+                version=head.written_version,
                 headers=tuple(headers),
                 body=body,
                 remote_addr=remote,

@@ -102,7 +102,8 @@ class Limits:
 class RequestHead:
     method: str
     target: str
-    version: str  # "HTTP/1.1" or "HTTP/1.0"
+    version: str  # "HTTP/1.1" or "HTTP/1.0": how we speak to the client
+    written_version: str  # as the request line has it (nginx takes HTTP/1.2 as 1.1): the WAF's
     headers: list[tuple[str, str]]
     content_length: int | None
     chunked: bool
@@ -262,6 +263,7 @@ async def read_request_head(
         method=request.method,
         target=request.uri,
         version="HTTP/1.1" if http11 else "HTTP/1.0",
+        written_version=request.version,
         headers=headers,
         content_length=content_length,
         chunked=chunked,

@@ -239,7 +239,7 @@ class ProxyServer:
             request = HttpRequest(
                 method=head.method,
                 uri=head.target,
-                version=head.version,
+                version=head.written_version,
                 headers=tuple(head.headers),
                 body=body,
                 remote_addr=peer[0],

@@ -399,12 +399,16 @@ def test_ctl_rule_remove_by_id_spares_secaction_as_v3_does() -> None:
 
 
 def test_update_action_by_id_replaces_the_disruptive_action() -> None:
+    # v3 runs the added actions before the rule's own: the rule's msg stays
     engine = load(
         'SecRule ARGS "@rx attack" "id:1,phase:1,deny,msg:\'old\'"\n'
         "SecRuleUpdateActionById 1 \"pass,msg:'new'\"\n"
+        'SecRule ARGS "@rx attack" "id:2,phase:1,pass"\n'
+        "SecRuleUpdateActionById 2 \"msg:'added'\"\n"
     )
     result = engine.evaluate(get("/?a=attack"))
-    assert not result.blocked and by_id(result, 1) == ["new"]
+    assert not result.blocked
+    assert (by_id(result, 1), by_id(result, 2)) == (["old"], ["added"])
 
 
 def test_a_rule_that_raises_is_reported_and_the_rest_still_runs(

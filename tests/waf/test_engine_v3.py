@@ -243,6 +243,69 @@ CASES: list[tuple[str, str, str, tuple[tuple[str, str], ...], bytes, object]] = 
         None,
     ),
     (
+        "ctl target removals",
+        'SecRule ARGS:x "@streq 1" "id:1,phase:1,pass,nolog,'
+        'ctl:ruleRemoveTargetById=10;ARGS:secret,ctl:ruleRemoveTargetByTag=t2;ARGS:other"\n'
+        'SecRule ARGS "@rx evil" "id:10,phase:2,pass"\n'
+        'SecRule ARGS "@rx evil" "id:11,phase:2,pass,tag:\'t2\'"\n'
+        'SecRule ARGS "@rx evil" "id:12,phase:2,pass"',
+        "/?x=1&secret=evil&other=evil",
+        (),
+        b"",
+        None,
+    ),
+    (
+        "ctl target removal leaves other arguments",
+        'SecRule ARGS:x "@streq 1" "id:1,phase:1,pass,nolog,'
+        'ctl:ruleRemoveTargetById=10;ARGS:secret"\n'
+        'SecRule ARGS "@rx evil" "id:10,phase:2,pass"',
+        "/?x=1&secret=evil&b=evil",
+        (),
+        b"",
+        None,
+    ),
+    (
+        "SecRuleRemoveByTag and ctl:ruleRemoveByTag",
+        'SecRule ARGS "@rx a" "id:1,phase:1,pass,tag:\'gone\'"\n'
+        'SecRule ARGS "@rx a" "id:2,phase:1,pass,tag:\'later\'"\n'
+        'SecRule ARGS "@rx a" "id:3,phase:2,pass,tag:\'later\'"\n'
+        'SecRule ARGS "@rx a" "id:4,phase:1,pass,nolog,ctl:ruleRemoveByTag=later"\n'
+        "SecRuleRemoveByTag gone",
+        "/?q=a",
+        (),
+        b"",
+        None,
+    ),
+    (
+        "repeated headers and counts",
+        'SecRule &REQUEST_HEADERS:X-Dup "@eq 2" "id:1,phase:1,pass"\n'
+        'SecRule REQUEST_HEADERS:x-dup "@streq two" "id:2,phase:1,pass"\n'
+        'SecRule &REQUEST_HEADERS_NAMES "@ge 4" "id:3,phase:1,pass"\n'
+        'SecRule &ARGS_GET "@eq 2" "id:4,phase:1,pass"\n'
+        'SecRule ARGS_GET:A "@streq 1" "id:5,phase:1,pass"',
+        "/?a=1&a=2",
+        (("X-Dup", "one"), ("x-dup", "two")),
+        b"",
+        None,
+    ),
+    (
+        "SecRuleUpdateActionById",
+        'SecRule ARGS "@rx attack" "id:1,phase:1,deny,msg:old"\n'
+        'SecRuleUpdateActionById 1 "pass"\n'
+        'SecRule ARGS "@rx attack" "id:2,phase:1,pass,nolog"\n'
+        'SecRuleUpdateActionById 2 "log"\n'
+        'SecRule ARGS "@rx attack" "id:3,phase:1,pass"\n'
+        'SecRuleUpdateActionById 3 "t:none,t:uppercase"\n'
+        'SecRule ARGS "@rx ATTACK" "id:4,phase:1,pass,t:none"\n'
+        'SecRuleUpdateActionById 4 "t:uppercase"\n'
+        'SecRule ARGS "@rx attack" "id:5,phase:1,pass"\n'
+        'SecRuleUpdateActionById 5 "deny,status:403"',
+        "/?a=attack",
+        (),
+        b"",
+        None,
+    ),
+    (
         "response phases",
         "SecResponseBodyAccess On\n"
         'SecRule RESPONSE_STATUS "@streq 500" "id:1,phase:3,pass"\n'

@@ -934,11 +934,7 @@ def compile_directives(directives: list[Directive]) -> tuple[RuleSet, list[Probl
         if any(a[0].lower() in ("id", "phase", "chain") for a in actions):
             problem(d, "may not change id, phase or chain")
             continue
-        if any(a[0].lower() in _DISRUPTIVE or a[0].lower() == "allow" for a in actions):
-            target_rule.disruptive = None
-        reasons = []
-        apply_actions(target_rule, actions, reasons)
-        for reason in reasons:
+        for reason in _update_actions(target_rule, actions):
             problem(d, reason)
 
     def removed(rule: Rule) -> bool:
@@ -959,6 +955,40 @@ def compile_directives(directives: list[Directive]) -> tuple[RuleSet, list[Probl
         _finish(rule, defaults)
         phases[rule.phase].append(rule)
     return RuleSet(settings, phases, rules_by_id, defaults), problems
+
+
+def _update_actions(rule: Rule, actions: list[tuple[str, str | None]]) -> list[str]:
+    """SecRuleUpdateActionById as libmodsecurity3 3.0.9 runs it: the added actions run
+    before the rule's own, so the rule's own msg, logdata, severity and log flags win; any
+    added action other than a transformation replaces the rule's own disruptive action by the
+    added one (or by none); transformations are appended to the rule's."""
+    added = Rule(rule.kind, rule.file, rule.line, rule.directory)
+    reasons: list[str] = []
+    apply_actions(added, actions, reasons)
+    if reasons:
+        return reasons
+    if added.transformations:
+        rule.transformations = rule.transformations + added.transformations
+    if any(name.lower() != "t" for name, _ in actions):
+        rule.disruptive = added.disruptive
+        rule.status = added.status if added.status is not None else rule.status
+        rule.redirect = added.redirect
+    if rule.log is None:
+        rule.log = added.log
+    if rule.msg is None:
+        rule.msg = added.msg
+    if rule.logdata is None:
+        rule.logdata = added.logdata
+    if rule.severity is None:
+        rule.severity = added.severity
+    rule.tags += added.tags
+    rule.setvars += added.setvars
+    rule.ctls += added.ctls
+    rule.capture = rule.capture or added.capture
+    rule.multi_match = rule.multi_match or added.multi_match
+    rule.skip = rule.skip or added.skip
+    rule.skip_after = rule.skip_after or added.skip_after
+    return []
 
 
 def _one(args: tuple[str, ...]) -> str:

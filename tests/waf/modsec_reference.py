@@ -23,6 +23,7 @@ for briefly.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
@@ -331,6 +332,7 @@ class ModSecReference:
             )
             if done.returncode == 0:
                 self.pid = int((self.dir / "logs" / "nginx.pid").read_text().strip())
+                atexit.register(self.stop)  # should the test process end without teardown
                 self._wait_ready()
                 return
             last_error = (done.stderr or done.stdout).strip()
@@ -354,6 +356,7 @@ class ModSecReference:
         pid, self.pid = self.pid, None
         if pid is None:
             return
+        atexit.unregister(self.stop)
         try:
             os.kill(pid, signal.SIGQUIT)
         except ProcessLookupError:

@@ -19,6 +19,7 @@ outcome there.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import random
@@ -333,6 +334,7 @@ def benign_requests() -> list[Sample]:
     return samples
 
 
+@functools.cache
 def the_sample() -> list[Sample]:
     stages = regression_stages()
     chosen = stages if FULL else sample_stages(stages, SAMPLE_SIZE, SEED)
@@ -532,11 +534,33 @@ def _overlaps(seen: Difference, listed: Difference) -> bool:
 # ---- the tests -------------------------------------------------------------------------------
 
 
+CI_PARANOIA = 4  # the CRS CI's blocking_paranoia_level; the sample keys carry no prefix there
+PARANOIA_LEVELS = (CI_PARANOIA, 1)  # and the level production runs with by default
+
+
+def configuration(paranoia: int) -> str:
+    """The CRS CI's engine configuration, at ``paranoia``."""
+    text = crs_ci_configuration()
+    setting = f"setvar:tx.blocking_paranoia_level={CI_PARANOIA}"
+    assert setting in text, "the CRS CI configuration no longer sets the paranoia level"
+    return text.replace(setting, f"setvar:tx.blocking_paranoia_level={paranoia}")
+
+
+def key_prefix(paranoia: int) -> str:
+    return "" if paranoia == CI_PARANOIA else f"pl{paranoia}/"
+
+
+@pytest.fixture(scope="module", params=PARANOIA_LEVELS, ids=lambda n: f"pl{n}")
+def paranoia(request: pytest.FixtureRequest) -> int:
+    level: int = request.param
+    return level
+
+
 @pytest.fixture(scope="module")
-def reference() -> Iterator[ModSecReference]:
+def reference(paranoia: int) -> Iterator[ModSecReference]:
     try:
         server = ModSecReference(
-            crs_rule_files(CRS), before=crs_ci_configuration(), reflector=reflect
+            crs_rule_files(CRS), before=configuration(paranoia), reflector=reflect
         )
     except ReferenceUnavailable as exc:
         pytest.fail(str(exc), pytrace=False)
@@ -545,11 +569,11 @@ def reference() -> Iterator[ModSecReference]:
 
 
 @pytest.fixture(scope="module")
-def engine() -> WafEngine:
-    return WafEngine.load(crs_rule_files(CRS), before=crs_ci_configuration())
+def engine(paranoia: int) -> WafEngine:
+    return WafEngine.load(crs_rule_files(CRS), before=configuration(paranoia))
 
 
-def test_reference_correlates_requests(reference: ModSecReference) -> None:
+def test_reference_correlates_requests(reference: ModSecReference, paranoia: int) -> None:
     """The harness itself: a clean request logs nothing, an attack logs its rule, a
     pipelined pair gives two transactions, and a request nginx refuses never reaches
     ModSecurity."""
@@ -564,6 +588,7 @@ def test_reference_correlates_requests(reference: ModSecReference) -> None:
         b"User-Agent: Mozilla/5.0\r\nAccept: */*\r\nConnection: close\r\n\r\n"
     )
     assert {942100, 949110} <= attack.logged_ids()
+    assert (942432 in attack.logged_ids()) == (paranoia >= 4)  # a paranoia-level-4 rule
     pair = reference.send(
         b"GET / HTTP/1.1\r\nHost: localhost\r\nUser-Agent: Mozilla/5.0\r\nAccept: */*\r\n\r\n"
         b"GET /?q=<script>alert(1)</script> HTTP/1.1\r\nHost: localhost\r\n"
@@ -577,10 +602,11 @@ def test_reference_correlates_requests(reference: ModSecReference) -> None:
 
 
 def test_matched_ids_agree_with_libmodsecurity3(
-    reference: ModSecReference, engine: WafEngine
+    reference: ModSecReference, engine: WafEngine, paranoia: int
 ) -> None:
     causes, known = load_differences()
-    samples = the_sample()
+    prefix = key_prefix(paranoia)
+    samples = [Sample(prefix + s.key, s.raw) for s in the_sample()]
     keys = [s.key for s in samples]
     assert len(set(keys)) == len(keys), "sample keys are not unique"
 
@@ -617,11 +643,13 @@ def test_matched_ids_agree_with_libmodsecurity3(
 
     agreeing = compared - len(observed)
     summary = (
-        f"{len(samples)} requests: {compared} compared, {len(front_end_skipped)} answered by "
-        f"nginx itself; ids agree on {agreeing} ({100 * agreeing / max(compared, 1):.1f} %)"
+        f"paranoia level {paranoia}, {len(samples)} requests: {compared} compared, "
+        f"{len(front_end_skipped)} answered by nginx itself; "
+        f"ids agree on {agreeing} ({100 * agreeing / max(compared, 1):.1f} %)"
     )
     if REPORT:
-        Path(REPORT).write_text(
+        path = Path(REPORT)
+        path.with_name(f"{path.stem}-pl{paranoia}{path.suffix}").write_text(
             json.dumps({"summary": summary, "requests": report}, indent=1), encoding="utf-8"
         )
 

@@ -306,6 +306,40 @@ CASES: list[tuple[str, str, str, tuple[tuple[str, str], ...], bytes, object]] = 
         None,
     ),
     (
+        "request body over the limit (Reject)",
+        "SecRequestBodyAccess On\nSecRequestBodyLimit 10\nSecRequestBodyLimitAction Reject\n"
+        'SecRule INBOUND_DATA_ERROR "@eq 1" "id:1,phase:2,pass"\n'
+        'SecRule ARGS_POST:a "@rx ." "id:2,phase:2,pass"\n'
+        'SecAction "id:3,phase:2,pass,msg:p2"',
+        "/",
+        FORM,
+        b"a=1234567890123",
+        None,
+    ),
+    (
+        "request body over the limit (ProcessPartial)",
+        "SecRequestBodyAccess On\nSecRequestBodyLimit 10\n"
+        "SecRequestBodyLimitAction ProcessPartial\n"
+        'SecRule INBOUND_DATA_ERROR "@eq 1" "id:1,phase:2,pass"\n'
+        'SecRule ARGS_POST:a "@streq 12345678" "id:2,phase:2,pass"\n'
+        'SecAction "id:3,phase:2,pass,msg:p2"',
+        "/",
+        FORM,
+        b"a=1234567890123",
+        None,
+    ),
+    (
+        "response body over the limit (Reject)",
+        "SecResponseBodyAccess On\nSecResponseBodyLimit 10\nSecResponseBodyLimitAction Reject\n"
+        'SecRule OUTBOUND_DATA_ERROR "@eq 1" "id:1,phase:4,pass"\n'
+        'SecRule RESPONSE_BODY "@rx ." "id:2,phase:4,pass"\n'
+        'SecAction "id:3,phase:4,pass,msg:p4"',
+        "/",
+        (),
+        b"",
+        (200, (("Content-Type", "text/html"),), b"0123456789ABCDEF"),
+    ),
+    (
         "response phases",
         "SecResponseBodyAccess On\n"
         'SecRule RESPONSE_STATUS "@streq 500" "id:1,phase:3,pass"\n'

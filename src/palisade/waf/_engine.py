@@ -235,10 +235,10 @@ class Transaction:
             if settings.request_body_limit_action == "ProcessPartial":
                 body = body[: settings.request_body_limit]
             else:
-                if self.mode == "On":
-                    self.status = 403
-                    self.interrupted = True
-                    return False
+                # libmodsecurity3 3.0.9 (checked in process) does not interrupt here even
+                # with the engine On: the body that overflows is not kept, and phase 2
+                # runs with INBOUND_DATA_ERROR set. The front end must bound bodies itself
+                # (nginx answers 413 past client_max_body_size).
                 body = b""
         from ._body import BodyLimits, process_body
 
@@ -279,10 +279,7 @@ class Transaction:
         if settings.response_body_limit and len(body) > settings.response_body_limit:
             self._outbound_data_error = True
             if settings.response_body_limit_action != "ProcessPartial":
-                if self.mode == "On":
-                    self.status = 403
-                    self.interrupted = True
-                return
+                return  # v3 3.0.9: not inspected, no interruption (checked in process)
             body = body[: settings.response_body_limit]
         self._response_body = body.decode("latin-1")
         self._scalars.pop("RESPONSE_BODY", None)

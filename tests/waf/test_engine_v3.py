@@ -340,6 +340,84 @@ CASES: list[tuple[str, str, str, tuple[tuple[str, str], ...], bytes, object]] = 
         (200, (("Content-Type", "text/html"),), b"0123456789ABCDEF"),
     ),
     (
+        "allow:request",
+        'SecAction "id:1,phase:1,allow:request"\nSecAction "id:2,phase:1,pass,msg:x"\n'
+        'SecAction "id:3,phase:2,pass,msg:x"\nSecAction "id:4,phase:3,pass,msg:x"\n'
+        'SecAction "id:5,phase:5,pass,msg:x"',
+        "/",
+        (),
+        b"",
+        (200, (("Content-Type", "text/html"),), b"hi"),
+    ),
+    (
+        "allow with a response",
+        'SecAction "id:1,phase:1,allow"\nSecAction "id:3,phase:2,pass,msg:x"\n'
+        'SecAction "id:4,phase:3,pass,msg:x"\nSecAction "id:6,phase:4,pass,msg:x"\n'
+        'SecAction "id:5,phase:5,pass,msg:x"',
+        "/",
+        (),
+        b"",
+        (200, (("Content-Type", "text/html"),), b"hi"),
+    ),
+    (
+        "skip across the end of a phase",
+        'SecAction "id:1,phase:1,pass,nolog,skip:2"\nSecAction "id:2,phase:1,pass,msg:x"\n'
+        'SecAction "id:3,phase:2,pass,msg:x"\nSecAction "id:4,phase:2,pass,msg:x"\n'
+        'SecAction "id:5,phase:2,pass,msg:x"',
+        "/",
+        (),
+        b"",
+        None,
+    ),
+    (
+        "skipAfter to a missing marker",
+        'SecAction "id:1,phase:1,pass,nolog,skipAfter:NOPE"\nSecAction "id:2,phase:1,pass,msg:x"\n'
+        'SecAction "id:3,phase:2,pass,msg:x"\nSecAction "id:4,phase:5,pass,msg:x"',
+        "/",
+        (),
+        b"",
+        None,
+    ),
+    (
+        "deny in phase 3",
+        'SecResponseBodyAccess On\nSecRule RESPONSE_STATUS "@streq 200" "id:1,phase:3,deny"\n'
+        'SecAction "id:3,phase:4,pass,msg:x"\nSecAction "id:4,phase:5,pass,msg:x"',
+        "/",
+        (),
+        b"",
+        (200, (("Content-Type", "text/html"),), b"hi"),
+    ),
+    (
+        "redirect and drop",
+        'SecRule ARGS:r "@rx a" "id:1,phase:1,redirect:http://e.com/"\n'
+        'SecRule ARGS:d "@rx a" "id:2,phase:1,drop"',
+        "/?r=a",
+        (),
+        b"",
+        None,
+    ),
+    (
+        "TX keys by regex, case-insensitively",
+        'SecAction "id:1,phase:1,pass,nolog,setvar:tx.Foo_1=a,setvar:tx.foo_2=b"\n'
+        'SecRule TX:/^FOO_/ "@rx ." "id:2,phase:1,pass"\n'
+        'SecRule &TX:/^foo_/ "@eq 2" "id:3,phase:1,pass"\n'
+        'SecRule TX:FOO_1 "@streq a" "id:4,phase:1,pass"',
+        "/",
+        (),
+        b"",
+        None,
+    ),
+    (
+        "cookie edge cases",
+        'SecRule REQUEST_COOKIES_NAMES "@rx ^ b$" "id:1,phase:1,pass"\n'
+        'SecRule &REQUEST_COOKIES "@eq 3" "id:2,phase:1,pass"\n'
+        'SecRule REQUEST_COOKIES:c "@rx ^$" "id:3,phase:1,pass"',
+        "/",
+        (("Cookie", "a=1; b=2;c"),),
+        b"",
+        None,
+    ),
+    (
         "response phases",
         "SecResponseBodyAccess On\n"
         'SecRule RESPONSE_STATUS "@streq 500" "id:1,phase:3,pass"\n'

@@ -358,9 +358,7 @@ class Transaction:
                     union |= self._literal_mask(candidate)
                 candidates.union = union
             if not union & required:
-                self.matched_vars = []
-                self.matched_var = ""
-                self.matched_var_name = ""
+                self._clear_matched()
                 return False
         for name, candidate in candidates.pairs:
             if required and not (self._literal_mask(candidate) & required):
@@ -388,14 +386,19 @@ class Transaction:
                 self._record_value_match(top, state)
             matched = True
         if not matched:
-            self.matched_vars = []
-            self.matched_var = ""
-            self.matched_var_name = ""
+            self._clear_matched()
             return False
         if link.chained and (link.chain is None or not self._evaluate_link(link.chain, top, state)):
             return False
         self._after_full_match(link, top, state)
         return True
+
+    def _clear_matched(self) -> None:
+        """A rule that does not match clears MATCHED_VAR* (v3's cleanMatchedVars)."""
+        if self.matched_vars:
+            self.matched_vars = []
+        self.matched_var = ""
+        self.matched_var_name = ""
 
     def _candidates(self, link: Rule, top: Rule) -> _Candidates:
         """(variable name, value to test) pairs of a link, transformations applied.

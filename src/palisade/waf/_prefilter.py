@@ -27,9 +27,9 @@ _c: Any = importlib.import_module("re._constants")
 
 _HEX_BRACES = re.compile(r"(?<!\\)((?:\\\\)*)\\x\{([0-9a-fA-F]{1,4})\}")
 _MIN_LITERAL = 3
-# Values longer than this are not scanned (every literal counts as present): on big bodies
+# Values longer than this are not scanned (every literal counts as present): on long values
 # one Python-level step per literal occurrence would cost more than the regexes it saves.
-_MAX_SCAN = 65536
+_MAX_SCAN = 4096
 
 
 def _to_python_syntax(pattern: str) -> str:

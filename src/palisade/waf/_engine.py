@@ -1210,6 +1210,9 @@ class WafEngine:
     def evaluate(
         self, request: HttpRequest | bytes, response: HttpResponse | None = None
     ) -> WafResult:
+        """Run one request (raw bytes are parsed first; :class:`HttpParseError` propagates,
+        the front end answers 400 as nginx would) and, when given, its response through
+        phases 1-5. Phases 3-4 run only with a response; phase 5 always runs."""
         if isinstance(request, bytes | bytearray):
             from ._http import parse_request
 

@@ -5,14 +5,16 @@ The proxy and the ext_authz servers share this. :class:`EngineSlot` holds the cu
 and turns one evaluation into a :class:`Verdict`:
 
 - the engine's own verdict when it answers within the budget;
-- otherwise — it raised, or ran past ``budget`` seconds of CPU — the configured failure
-  policy: *open* lets the request through, *closed* answers 503.
+- otherwise — it raised, or ran past ``budget`` seconds — the configured failure policy:
+  *open* lets the request through, *closed* answers 503.
 
-The budget is preemptive when the evaluation runs on the main thread (as the servers here
-do): a ``SIGPROF`` interval timer (process CPU time, so a busy machine does not trip it, a
-pathological request does) raises :class:`EvaluationTimeout` inside the engine's Python code.
-``EvaluationTimeout`` derives from ``BaseException`` so that an engine's ``except Exception``
-cannot swallow it. Off the main thread the budget is checked after the fact.
+Evaluations run on worker threads by default (``threads``), where a watchdog enforces the
+budget in wall-clock time from the evaluation's start; with ``threads=0`` they run on the
+event loop's thread, where a ``SIGPROF`` interval timer enforces it in process CPU time (main
+thread only; elsewhere it is checked after the fact). Either way the budget is preemptive:
+:class:`EvaluationTimeout` is raised inside the engine's Python code (a long C call, such as
+one PCRE2 match, ends first). It derives from ``BaseException`` so that an engine's
+``except Exception`` cannot swallow it.
 """
 
 from __future__ import annotations

@@ -9,11 +9,13 @@ differences listed (with their cause) in ``modsec_differences.yaml``, and every 
 difference of a sampled request must still occur.
 
 Sample: a fixed-seed sample of about 300 regression-test stages across every rule folder
-(the exact request bytes go-ftw sends) plus about 50 benign requests (browser GETs, form
-POSTs, JSON, multipart uploads, XML). Requests nginx answers by itself, before ModSecurity
+(the exact request bytes go-ftw sends), about 50 benign requests (browser GETs, form POSTs,
+JSON, multipart uploads, XML) and about 90 odd but well-formed ones (URI shapes and
+encodings, a payload in every place a request can carry it, the body limits), each at the
+CI's paranoia level 4 and at level 1. Requests nginx answers by itself, before ModSecurity
 runs (400, 505, …), are left out. ``PALISADE_DIFF_FULL=1`` runs every stage instead (about
-3,600 requests, a few minutes); ``PALISADE_DIFF_REPORT=path.json`` writes every request's
-outcome there.
+3,600 requests per level, a few minutes); ``PALISADE_DIFF_REPORT=path.json`` writes every
+request's outcome to ``path-pl<N>.json``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import functools
 import json
 import os
 import random
+import urllib.parse
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -334,11 +337,140 @@ def benign_requests() -> list[Sample]:
     return samples
 
 
+_EDGE_TARGETS = (
+    "/a/../b/./c",
+    "//double//slash",
+    "/x%2fy%2f..%2f..%2fetc%2fpasswd",
+    "/%2e%2e/%2e%2e/etc/passwd",
+    "/index.php/extra/path",
+    "/a;jsessionid=123",
+    "/%uff0e%uff0e/x",
+    "/%c0%ae%c0%ae/x",
+    "/x?a=1#frag",
+    "/x#frag?b=2",
+    "/file.bak",
+    "/.git/config",
+    "http://localhost/abs?x=1",
+    "/?a",
+    "/?=b",
+    "/?a=1&a=2&a=3",
+    "/?a[]=1&a[b]=2",
+    "/?a=1;b=2",
+    "/?%zz=1",
+    "/?a=%",
+    "/?a=%u12",
+    "/?a=%u0041%u0042",
+    "/?a=%ff%fe",
+    "/?a=b%00c",
+    "/?a=%C0%AF",
+    "/?a=%E2%80%A8",
+)
+_EDGE_PAYLOADS = ("1' or '1'='1", "<script>alert(1)</script>", ";cat /etc/passwd")
+
+
+def edge_requests() -> list[Sample]:
+    """Odd but well-formed requests: URI shapes and encodings, a payload in each place a
+    request can carry it (query, cookie, headers, JSON, XML, multipart, chunked body), and
+    the body limits."""
+    base = [("Host", "localhost"), ("User-Agent", "Mozilla/5.0"), ("Accept", "*/*")]
+    close = [("Connection", "close")]
+
+    def request(
+        method: str,
+        target: str,
+        extra: list[tuple[str, str]] | None = None,
+        body: bytes | None = None,
+        content_type: str | None = None,
+    ) -> bytes:
+        headers = base + (extra or []) + close
+        if body is None:
+            return _head(method, target, headers)
+        return _with_body(method, target, headers, content_type or "text/plain", body)
+
+    samples = [
+        Sample(f"edge/target-{n}", request("GET", target)) for n, target in enumerate(_EDGE_TARGETS)
+    ]
+    form = "application/x-www-form-urlencoded"
+    boundary = "BOUND"
+    for n, payload in enumerate(_EDGE_PAYLOADS):
+        quoted = urllib.parse.quote(payload, safe="")
+        plain = payload.replace('"', "")
+        text = payload.encode()
+        parts = {
+            "mp-value": f'name="f"\r\n\r\n{payload}',
+            "mp-filename": f'name="f"; filename="{plain}"\r\nContent-Type: text/plain\r\n\r\ndata',
+            "mp-file": f'name="f"; filename="a.txt"\r\nContent-Type: text/plain\r\n\r\n{payload}',
+            "mp-name": f'name="{plain}"\r\n\r\nv',
+        }
+        multipart = {
+            kind: f"--{boundary}\r\nContent-Disposition: form-data; {part}\r\n--{boundary}--\r\n"
+            for kind, part in parts.items()
+        }
+        variants: dict[str, bytes] = {
+            "query": request("GET", f"/?x={quoted}"),
+            "query-name": request("GET", f"/?{quoted}=1"),
+            "cookie": request("GET", "/", [("Cookie", f"a={payload}")]),
+            "cookie-name": request("GET", "/", [("Cookie", f"{payload}=1")]),
+            "referer": request("GET", "/", [("Referer", f"http://x/?q={quoted}")]),
+            "header-twice": request("GET", "/", [("X-A", "1"), ("X-A", payload)]),
+            "json-key": request(
+                "POST", "/", None, json.dumps({payload: 1}).encode(), "application/json"
+            ),
+            "json-nested": request(
+                "POST",
+                "/",
+                None,
+                json.dumps({"a": [[payload], {"b": [payload, 1, None, True]}]}).encode(),
+                "application/vnd.api+json",
+            ),
+            "json-array": request(
+                "POST", "/", None, json.dumps([payload]).encode(), "application/json"
+            ),
+            "xml-cdata": request(
+                "POST", "/", None, b"<r><![CDATA[" + text + b"]]></r>", "application/xml"
+            ),
+            "xml-broken": request("POST", "/", None, b"<r><x>" + text + b"</r>", "text/xml"),
+            "text-body": request("POST", "/", None, text, "text/plain"),
+            "form-semicolon": request("POST", "/", None, f"a=1;b={quoted}".encode(), form),
+            "form-charset": request(
+                "POST", "/", None, f"a={quoted}".encode(), form + "; charset=UTF-8"
+            ),
+            "chunked": _head(
+                "POST",
+                "/",
+                [*base, ("Content-Type", form), ("Transfer-Encoding", "chunked"), *close],
+            )
+            + f"{len(quoted) + 2:x}\r\na={quoted}\r\n0\r\n\r\n".encode(),
+        }
+        for kind, body in multipart.items():
+            content_type = f"multipart/form-data; boundary={boundary}"
+            variants[kind] = request("POST", "/", None, body.encode(), content_type)
+        samples += [Sample(f"edge/{kind}-{n}", raw) for kind, raw in variants.items()]
+    many = "&".join(f"a{i}=1" for i in range(1001)).encode()
+    samples += [
+        Sample("edge/args-1001", request("POST", "/", None, many, form)),
+        Sample(
+            "edge/json-deep",
+            request("POST", "/", None, b"[" * 600 + b"]" * 600, "application/json"),
+        ),
+        Sample("edge/json-broken", request("POST", "/", None, b'{"a": ', "application/json")),
+        Sample(
+            "edge/body-over-no-files-limit", request("POST", "/", None, b"a=" + b"x" * 140000, form)
+        ),
+        Sample("edge/method-foo", request("FOO", "/x")),
+        Sample(
+            "edge/content-type-unknown", request("POST", "/", None, b"a=1", "application/x-foo")
+        ),
+    ]
+    return samples
+
+
 @functools.cache
 def the_sample() -> list[Sample]:
     stages = regression_stages()
     chosen = stages if FULL else sample_stages(stages, SAMPLE_SIZE, SEED)
-    return [Sample(key, raw) for _, key, raw in chosen] + benign_requests()
+    regression = [Sample(key, raw) for _, key, raw in chosen]
+    return regression + benign_requests() + edge_requests()
 
 
 # ---- our engine ----------------------------------------------------------------------------------

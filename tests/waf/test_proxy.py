@@ -13,10 +13,17 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from palisade.waf import HttpRequest, WafEngine, WafResult
 from palisade.waf._front_engine import WafEngineLike
-from palisade.waf._front_http1 import Limits
+from palisade.waf._front_http1 import (
+    FramingError,
+    Limits,
+    read_request_body,
+    read_request_head,
+)
 from palisade.waf._proxy import ProxyServer, run_proxy
 from tests.waf.front_support import (
     Client,
@@ -597,3 +604,51 @@ def test_the_engine_sees_the_version_as_written_and_the_client_gets_http11() -> 
             assert len(upstream.received) == 1
 
     run(scenario)
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                b"GET / HTTP/1.1\r\n",
+                b"POST /f HTTP/1.0\r\n",
+                b"Host: a\r\n",
+                b"Content-Length: 3\r\n",
+                b"Content-Length: x\r\n",
+                b"Transfer-Encoding: chunked\r\n",
+                b"Connection: close, x\r\n",
+                b"Expect: 100-continue\r\n",
+                b" folded\r\n",
+                b"\r\n",
+                b"\n",
+                b"3\r\nabc\r\n",
+                b"0\r\n\r\n",
+                b"zz\r\n",
+                b"\x00\xff",
+            ]
+        )
+        | st.binary(max_size=40),
+        max_size=12,
+    )
+)
+@settings(max_examples=300, deadline=None)
+def test_request_framing_only_ever_refuses_or_reads(parts: list[bytes]) -> None:
+    """Any bytes: a head and body within the limits, a FramingError with an HTTP status, or
+    the end of the connection — never another exception, never a hang."""
+    raw = b"".join(parts)
+
+    async def scenario() -> None:
+        reader = asyncio.StreamReader(limit=256)
+        reader.feed_data(raw)
+        reader.feed_eof()
+        limits = Limits(max_header_bytes=256, max_body_bytes=64, read_timeout=1.0)
+        try:
+            head = await read_request_head(reader, limits, first_byte_timeout=1.0)
+            if head is not None:
+                body = await read_request_body(reader, head, limits)
+                assert len(body) <= limits.max_body_bytes
+                assert head.method and head.target.startswith("/")
+        except FramingError as exc:
+            assert 400 <= exc.status <= 505
+
+    asyncio.run(scenario())

@@ -368,10 +368,21 @@ _EDGE_TARGETS = (
 _EDGE_PAYLOADS = ("1' or '1'='1", "<script>alert(1)</script>", ";cat /etc/passwd")
 
 
+_SQL_ERROR = "You have an error in your SQL syntax; check the manual for your MySQL server"
+
+
+def reflected(key: str, status: int, content_type: str, body: str) -> list[Sample]:
+    """A request for ``POST /reflect``: the backend answers as its JSON says."""
+    document = {"status": status, "headers": {"Content-Type": content_type}, "body": body}
+    headers = [("Host", "localhost"), ("User-Agent", "Mozilla/5.0"), ("Connection", "close")]
+    raw = _with_body("POST", "/reflect", headers, "application/json", json.dumps(document).encode())
+    return [Sample(key, raw)]
+
+
 def edge_requests() -> list[Sample]:
     """Odd but well-formed requests: URI shapes and encodings, a payload in each place a
-    request can carry it (query, cookie, headers, JSON, XML, multipart, chunked body), and
-    the body limits."""
+    request can carry it (query, cookie, headers, JSON, XML, multipart, chunked body), the
+    body limits, and responses (data leaks under various content types, a 500)."""
     base = [("Host", "localhost"), ("User-Agent", "Mozilla/5.0"), ("Accept", "*/*")]
     close = [("Connection", "close")]
 
@@ -458,6 +469,10 @@ def edge_requests() -> list[Sample]:
             "edge/body-over-no-files-limit", request("POST", "/", None, b"a=" + b"x" * 140000, form)
         ),
         Sample("edge/method-foo", request("FOO", "/x")),
+        *reflected("edge/reflect-leak", 200, "text/html; charset=utf-8", _SQL_ERROR),
+        *reflected("edge/reflect-leak-upper-type", 200, "TEXT/HTML", _SQL_ERROR),
+        *reflected("edge/reflect-500", 500, "text/plain", "Internal Server Error"),
+        *reflected("edge/reflect-leak-json", 200, "application/json", _SQL_ERROR),
         Sample(
             "edge/content-type-unknown", request("POST", "/", None, b"a=1", "application/x-foo")
         ),

@@ -469,6 +469,7 @@ def edge_requests() -> list[Sample]:
             "edge/body-over-no-files-limit", request("POST", "/", None, b"a=" + b"x" * 140000, form)
         ),
         Sample("edge/method-foo", request("FOO", "/x")),
+        Sample("edge/header-tabs", request("GET", "/", [("X-A", "\tvalue\t")])),
         *reflected("edge/reflect-leak", 200, "text/html; charset=utf-8", _SQL_ERROR),
         *reflected("edge/reflect-leak-upper-type", 200, "TEXT/HTML", _SQL_ERROR),
         *reflected("edge/reflect-500", 500, "text/plain", "Internal Server Error"),

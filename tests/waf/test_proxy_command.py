@@ -203,3 +203,87 @@ def _events(
             return list(found)
         assert time.monotonic() < deadline, f"only {len(found)} event(s) arrived"
         time.sleep(0.2)
+
+
+def test_two_workers_follow_the_datastore_and_report(tmp_path: Path, upstream: int) -> None:
+    """Each forked worker follows the store and ships its own events (threads do not survive
+    a fork)."""
+    server = ServerProcess(tmp_path / "server")
+    server.directory.mkdir()
+    server.start()
+    datastore = f"sqlite:///{server.directory / 'store.db'}"
+    store = open_store(datastore)
+    process = None
+    try:
+        apply_documents(store, [POD, firewall("DetectionOnly")])
+        process, url = start_proxy(
+            tmp_path,
+            upstream,
+            *("--datastore", datastore, "--namespace", "shop", "--pod", "frontend-0"),
+            *("--server", server.url, "--workers", "2"),
+        )
+        for _ in range(6):  # new connections: the kernel spreads them over both workers
+            assert httpx.get(f"{url}{ATTACK}", headers=BROWSER).status_code == 200
+        assert len(_events(server.url, 6)) >= 6
+        apply_documents(store, [firewall("On")])
+        deadline = time.monotonic() + 30
+        while True:
+            answers = {httpx.get(f"{url}{ATTACK}", headers=BROWSER).status_code for _ in range(6)}
+            if answers == {403}:  # every worker reloaded
+                break
+            assert time.monotonic() < deadline, f"workers still answer {answers}"
+            time.sleep(0.3)
+    finally:
+        if process is not None:
+            stop(process)
+        store.close()
+        server.stop()
+
+
+def _wait_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    import socket
+
+    deadline = time.monotonic() + 60
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if process.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"ext_authz did not start: {log.read_text()}")
+        time.sleep(0.1)
+
+
+def test_extauthz_command_grpc_and_http(tmp_path: Path) -> None:
+    import grpc
+    from envoy.service.auth.v3 import external_auth_pb2_grpc
+
+    from tests.waf.test_extauthz import check_request
+
+    for mode in ("grpc", "http"):
+        port = free_port()
+        log = tmp_path / f"extauthz-{mode}.log"
+        process = subprocess.Popen(
+            [
+                str(PALISADE),
+                *("waf", "extauthz", "--listen", f"127.0.0.1:{port}", "--mode", "On"),
+                *(["--http"] if mode == "http" else []),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log.open("ab"),
+        )
+        try:
+            _wait_port(port, process, log)
+            if mode == "grpc":
+                with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                    stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+                    allowed = stub.Check(check_request("/shop?item=42"), timeout=10)
+                    denied = stub.Check(check_request(ATTACK), timeout=10)
+                assert allowed.status.code == 0 and allowed.HasField("ok_response")
+                assert denied.status.code != 0 and denied.denied_response.status.code == 403
+            else:
+                allowed_answer = httpx.get(f"http://127.0.0.1:{port}/shop?item=42", headers=BROWSER)
+                denied_answer = httpx.get(f"http://127.0.0.1:{port}{ATTACK}", headers=BROWSER)
+                assert allowed_answer.status_code == 200
+                assert denied_answer.status_code == 403
+        finally:
+            stop(process)

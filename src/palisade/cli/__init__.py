@@ -13,6 +13,7 @@ from ._agent import agent
 from ._demo import demo
 from ._events import events_app
 from ._flows_offline import recommend_command, whatif_command
+from ._waf_proxy import extauthz as waf_extauthz
 from ._waf_proxy import proxy as waf_proxy
 
 app = typer.Typer(
@@ -35,6 +36,7 @@ app.add_typer(_lab.app, name="lab")
 app.command()(_server.server)
 app.add_typer(_server.flows_app, name="flows")
 _waf.app.command(name="proxy")(waf_proxy)
+_waf.app.command(name="extauthz")(waf_extauthz)
 app.add_typer(_waf.app, name="waf")
 app.add_typer(events_app, name="events")
 

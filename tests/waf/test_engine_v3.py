@@ -194,6 +194,20 @@ CASES: list[tuple[str, str, str, tuple[tuple[str, str], ...], bytes, object]] = 
         None,
     ),
     (
+        "only capturing operators write TX; unmatched groups keep it; past TX.9",
+        'SecRule ARGS:a "@rx (x)(y)" "id:1,phase:1,pass,nolog,capture"\n'
+        'SecRule ARGS:b "@contains q" "id:2,phase:1,pass,nolog,capture"\n'
+        'SecRule TX:0 "@streq xy" "id:3,phase:1,pass"\n'
+        'SecRule ARGS:c "@rx (z)|(w)" "id:4,phase:1,pass,nolog,capture"\n'
+        'SecRule TX:2 "@streq y" "id:5,phase:1,pass"\n'
+        'SecRule ARGS:d "@rx (a)(b)(c)(d)(e)(f)(g)(h)(i)(j)(k)" "id:6,phase:1,pass,nolog,capture"\n'
+        'SecRule TX:11 "@streq k" "id:7,phase:1,pass"',
+        "/?a=xy&b=q&c=z&d=abcdefghijk",
+        (),
+        b"",
+        None,
+    ),
+    (
         "request variables",
         'SecRule REQUEST_FILENAME "@streq /a b/c.php" "id:1,phase:1,pass"\n'
         'SecRule REQUEST_BASENAME "@streq c.php" "id:2,phase:1,pass"\n'

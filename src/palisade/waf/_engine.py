@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._http import HttpRequest, HttpResponse, RequestLineData, request_line_data
 from ._macros import MacroRef
+from ._operators import SETS_TX_CAPTURES
 from ._prefilter import Prefilter, required_literals
 from ._rules import Ctl, Rule, RuleSet, SetVar, Target
 from ._transforms import get_transformation
@@ -347,7 +348,9 @@ class Transaction:
             argument = link.operator_arg
         match = operator.match
         negated = link.operator_negated
-        capture = link.capture
+        # v3 writes TX.0.. only for the operators that capture (rx, pm, detectSQLi, …); the
+        # others leave TX alone even with `capture`.
+        capture = link.capture and operator.name in SETS_TX_CAPTURES
         required = link.prefilter_mask
         candidates = self._candidates(link, top)
         if required and not negated:
@@ -373,7 +376,9 @@ class Transaction:
             elif capture:
                 self.version += 1
                 tx = self.tx
-                for index, text in enumerate(result[:10]):
+                for index, text in enumerate(result):
+                    if index and not text:
+                        continue  # a group that took no part in the match: v3 keeps TX.n
                     tx[str(index)] = (str(index), text)
             self.matched_var = candidate
             self.matched_var_name = name

@@ -73,3 +73,54 @@ def test_console_lists_and_triages_security_events(server_process: ServerProcess
             assert errors == []
         finally:
             browser.close()
+
+
+def test_console_changes_waf_settings(server_process: ServerProcess) -> None:
+    from playwright.sync_api import sync_playwright
+
+    server_process.start()
+    api = f"{server_process.url}/api/v1"
+    firewall = {
+        **FIREWALL,
+        "spec": {
+            **FIREWALL["spec"],
+            "exclusions": [{"ruleIds": [942100], "paths": ["/search"]}, {"tags": ["attack-xss"]}],
+        },
+    }
+    assert httpx.post(f"{api}/apply", content=yaml.safe_dump_all([POD, firewall])).is_success
+
+    def stored() -> dict[str, object]:
+        return httpx.get(f"{api}/resources/WebApplicationFirewall/shop/frontend").json()["spec"]
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(server_process.url)
+            page.click("#waf")
+            row = "table.firewalls tr[data-name='shop/frontend']"
+            page.wait_for_selector(row)
+            assert page.eval_on_selector(f"{row} select[name=mode]", "s => s.value") == "On"
+            assert len(page.query_selector_all(f"{row} .exclusion")) == 2
+            page.select_option(f"{row} select[name=mode]", "DetectionOnly")
+            page.select_option(f"{row} select[name=paranoiaLevel]", "2")
+            page.click(f"{row} button:text('save')")
+            page.wait_for_function(
+                "() => document.getElementById('status').textContent.includes('saved')"
+            )
+            spec = stored()
+            assert (spec["mode"], spec["paranoiaLevel"]) == ("DetectionOnly", 2)
+            page.wait_for_selector(f"{row} .exclusion")
+            page.click(f"{row} .exclusion:first-child button")
+            page.wait_for_function(
+                f'() => document.querySelectorAll("{row} .exclusion").length === 1'
+            )
+            assert stored()["exclusions"] == [
+                {"ruleIds": [], "tags": ["attack-xss"], "targets": [], "paths": []}
+            ]
+            assert stored()["mode"] == "DetectionOnly"
+            assert errors == []
+        finally:
+            browser.close()

@@ -218,6 +218,85 @@ async function showEvents() {
   await countEvents();
 }
 
+// WAF settings: each WebApplicationFirewall with its mode, paranoia level and exclusions,
+// changed in place through the same validated, atomic apply as `palisade apply` (the proxies
+// follow the datastore and reload live).
+async function applyDocument(doc) {
+  const response = await fetch("/api/v1/apply", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(doc),
+  });
+  const answer = await response.json();
+  if (!response.ok) throw new Error((answer.problems || [answer.detail]).join("; "));
+  return answer;
+}
+
+function firewallRow(body, doc) {
+  const spec = doc.spec || {};
+  const row = body.insertRow();
+  row.dataset.name = `${doc.metadata.namespace}/${doc.metadata.name}`;
+  const cell = (value) => { const c = row.insertCell(); c.textContent = value; return c; };
+  cell(row.dataset.name);
+  cell(spec.selector || "all()");
+  const select = (name, options, current) => {
+    const s = document.createElement("select");
+    s.name = name;
+    options.forEach((o) => s.add(new Option(String(o), String(o), false, String(o) === String(current))));
+    row.insertCell().append(s);
+    return s;
+  };
+  const mode = select("mode", ["DetectionOnly", "On", "Off"], spec.mode || "DetectionOnly");
+  const level = select("paranoiaLevel", [1, 2, 3, 4], spec.paranoiaLevel || 1);
+  const exclusions = row.insertCell();
+  (spec.exclusions || []).forEach((e, index) => {
+    const item = document.createElement("div");
+    item.className = "exclusion";
+    item.textContent = `${(e.ruleIds || []).concat(e.tags || []).join(",")}` +
+      (e.targets && e.targets.length ? ` on ${e.targets.join(",")}` : "") +
+      (e.paths && e.paths.length ? ` under ${e.paths.join(",")}` : "");
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.textContent = "remove";
+    remove.addEventListener("click", () => {
+      const changed = structuredClone(doc);
+      changed.spec.exclusions.splice(index, 1);
+      applyDocument(changed).then(() => showFirewalls()).catch(report);
+    });
+    item.append(" ", remove);
+    exclusions.append(item);
+  });
+  const save = document.createElement("button");
+  save.type = "button";
+  save.textContent = "save";
+  save.addEventListener("click", () => {
+    const changed = structuredClone(doc);
+    changed.spec = { ...changed.spec, mode: mode.value, paranoiaLevel: Number(level.value) };
+    applyDocument(changed)
+      .then(() => { $("status").textContent = `${row.dataset.name}: saved`; return showFirewalls(); })
+      .catch(report);
+  });
+  row.insertCell().append(save);
+}
+
+async function showFirewalls() {
+  const response = await fetch("/api/v1/resources?kind=WebApplicationFirewall");
+  if (!response.ok) throw new Error(`resources: ${response.status}`);
+  const found = (await response.json()).items;
+  $("details-title").textContent = `WAF settings: ${found.length} WebApplicationFirewall(s)`;
+  const table = document.createElement("table");
+  table.className = "flows firewalls";
+  table.createTHead().insertRow().append(
+    ...["firewall", "selector", "mode", "paranoia", "exclusions", ""].map((h) => {
+      const c = document.createElement("th");
+      c.textContent = h;
+      return c;
+    }));
+  const body = table.createTBody();
+  found.forEach((doc) => firewallRow(body, doc));
+  $("details-body").replaceChildren(table);
+}
+
 function start() {
   state.cy = cytoscape({
     container: $("graph"),
@@ -245,8 +324,9 @@ function start() {
   $("refresh").addEventListener("click", () => draw().catch(report));
   $("whatif").addEventListener("click", () => showWhatIf().catch(report));
   $("events").addEventListener("click", () => showEvents().catch(report));
+  $("waf").addEventListener("click", () => showFirewalls().catch(report));
   $("window").addEventListener("change", () => draw().catch(report));
-  window.palisade = { state, draw, showEdge, showEvents };
+  window.palisade = { state, draw, showEdge, showEvents, showFirewalls };
   draw().catch(report);
   countEvents().catch(report);
 }

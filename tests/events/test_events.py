@@ -29,6 +29,7 @@ class Match:
     severity: str | None = "CRITICAL"
     tags: tuple[str, ...] = ()
     variable: str = "ARGS:q"
+    logged: bool = True
 
 
 @dataclass(frozen=True)

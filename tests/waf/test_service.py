@@ -16,6 +16,7 @@ from palisade.events import SecurityEvent
 from palisade.model import WebApplicationFirewallSpec
 from palisade.resources import apply_documents
 from palisade.waf._service import EventShipper, FirewallSettings, event_hook, json_lines_sink
+from tests.events.test_events import Match as _Match
 from tests.server.conftest import ServerProcess
 
 
@@ -76,17 +77,6 @@ def test_settings_without_a_datastore_are_the_command_lines() -> None:
     spec = WebApplicationFirewallSpec(mode="On", paranoia_level=3)
     settings = FirewallSettings(None, "", "", fallback=spec)
     assert settings.spec is spec and not settings.refresh()
-
-
-@dataclass(frozen=True)
-class _Match:
-    id: int
-    msg: str
-    data: str = ""
-    severity: str | None = "CRITICAL"
-    tags: tuple[str, ...] = ()
-    variable: str = "ARGS:q"
-    logged: bool = True
 
 
 @dataclass(frozen=True)

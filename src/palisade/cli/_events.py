@@ -9,10 +9,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from palisade.server import ServerError, parse_duration
+from palisade.server import ServerError
 
 from ._common import console, fail
-from ._server import FlowFormat, ServerOption, _client
+from ._server import FlowFormat, ServerOption, _client, check_since
 
 events_app = typer.Typer(help="Security events (WAF, and later other detectors): list, triage.")
 
@@ -32,11 +32,7 @@ def events(
     """Security events, newest first (json: the event documents)."""
     if ctx.invoked_subcommand is not None:
         return
-    if since is not None:
-        try:
-            parse_duration(since)
-        except ValueError as exc:
-            fail(f"--since: {exc}")
+    check_since(since)
     params: dict[str, Any] = {
         "type": type,
         "window": since,

@@ -93,6 +93,15 @@ class FlowFormat(StrEnum):
     json = "json"
 
 
+def check_since(since: str | None) -> None:
+    """Exit 2 with one clear line when ``--since`` is not a duration."""
+    if since is not None:
+        try:
+            parse_duration(since)
+        except ValueError as exc:
+            fail(f"--since: {exc}")
+
+
 def _client(url: str | None) -> ServerClient:
     return ServerClient(url)
 
@@ -135,11 +144,7 @@ def flows(
         return
     if action is not None and action not in ("allow", "deny"):
         fail(f"--action {action!r}: allow or deny")
-    if since is not None:
-        try:
-            parse_duration(since)
-        except ValueError as exc:
-            fail(f"--since: {exc}")
+    check_since(since)
     try:
         with _client(server_url) as client:
             records = client.flows(
@@ -339,11 +344,7 @@ def denied(
 def _table_or_json(
     path: str, params: dict[str, Any], format: FlowFormat, server_url: str | None, title: str
 ) -> None:
-    if params.get("window") is not None:
-        try:
-            parse_duration(str(params["window"]))
-        except ValueError as exc:
-            fail(f"--since: {exc}")
+    check_since(params.get("window"))
     try:
         with _client(server_url) as client:
             rows = client.get(path, **params)

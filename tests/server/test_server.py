@@ -405,3 +405,28 @@ def _palisade(
         timeout=60,
         check=False,
     )
+
+
+def test_an_arrow_batch_read_as_ndjson_by_an_older_server_is_sent_again_as_ndjson(
+    tmp_path: Path,
+) -> None:
+    shipper = FlowShipper(tmp_path / "spool", "http://127.0.0.1:9", node="node-0")
+    shipper.close()
+    records = [record(i) for i in range(3)]
+    segment = tmp_path / "spool" / "00000000000000000001-00000001.arrows"
+    segment.write_bytes(encode_arrow(records))
+    sent: list[tuple[bytes, str | None, bool]] = []
+
+    class OldServer:
+        def ingest(self, body: bytes, batch_id: str | None = None, *, arrow: bool = False) -> Any:
+            sent.append((body, batch_id, arrow))
+            if body.startswith(b"{"):
+                return {"imported": body.count(b"\n"), "malformed": []}
+            return {"imported": 0, "malformed": [{"line": 1, "reason": "not valid JSON"}]}
+
+    shipper._send(OldServer(), segment)  # type: ignore[arg-type]
+    assert [(batch_id, arrow) for _, batch_id, arrow in sent] == [
+        ("node-0/00000000000000000001-00000001", True),
+        ("node-0/00000000000000000001-00000001.ndjson", False),
+    ]
+    assert [FlowRecord.from_json(json.loads(line)) for line in sent[1][0].splitlines()] == records

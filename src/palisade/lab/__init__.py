@@ -13,9 +13,10 @@ unless the manifests bring one), a real TCP/UDP echo server on each declared con
 saw; ``/HTTP`` targets make HTTP requests, which the echo servers answer as a web app). A pod
 annotated :data:`WAF_ANNOTATION` gets ``palisade waf proxy`` in its namespace in front of the
 named ports (an nftables redirect there), following the lab datastore's WebApplicationFirewall
-and reporting Security Events to the lab's server over its Unix socket. Deployments (and StatefulSets, ReplicaSets) become pods ``<name>-<i>``, named and
-labelled as :class:`palisade.policy.Cluster` names them, so the engine's matrix and the lab's
-line up; pods are spread round-robin over the nodes unless ``spec.nodeName`` names one. ``up``
+and reporting Security Events to the lab's server over its Unix socket. Deployments (and
+StatefulSets, ReplicaSets) become pods ``<name>-<i>``, named and labelled as
+:class:`palisade.policy.Cluster` names them, so the engine's matrix and the lab's line up;
+pods are spread round-robin over the nodes unless ``spec.nodeName`` names one. ``up``
 returns once every agent reports the store's latest revision programmed.
 
 :func:`probe` makes real connection attempts (TCP connect, UDP exchange; 1 s timeout) from

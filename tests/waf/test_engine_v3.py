@@ -432,6 +432,29 @@ CASES: list[tuple[str, str, str, tuple[tuple[str, str], ...], bytes, object]] = 
         None,
     ),
     (
+        "a #fragment ends REQUEST_URI, the query and ARGS, not REQUEST_URI_RAW",
+        'SecRule REQUEST_URI "@streq /x" "id:1,phase:1,pass"\n'
+        'SecRule QUERY_STRING "@rx ^$" "id:2,phase:1,pass"\n'
+        'SecRule &ARGS "@eq 0" "id:3,phase:1,pass"\n'
+        'SecRule REQUEST_URI_RAW "@streq /x#frag?b=2" "id:4,phase:1,pass"\n'
+        'SecRule REQUEST_LINE "@rx #frag" "id:5,phase:1,pass"\n'
+        'SecRule REQUEST_BASENAME "@streq x" "id:6,phase:1,pass"',
+        "/x#frag?b=2",
+        (),
+        b"",
+        None,
+    ),
+    (
+        "a #fragment after the query",
+        'SecRule ARGS:a "@streq 1#b" "id:1,phase:1,pass"\n'
+        'SecRule &ARGS:d "@eq 0" "id:3,phase:1,pass"\n'
+        'SecRule QUERY_STRING "@streq a=1%23b" "id:2,phase:1,pass"',
+        "/x?a=1%23b#c&d=2",
+        (),
+        b"",
+        None,
+    ),
+    (
         "response phases",
         "SecResponseBodyAccess On\n"
         'SecRule RESPONSE_STATUS "@streq 500" "id:1,phase:3,pass"\n'

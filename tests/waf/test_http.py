@@ -148,6 +148,8 @@ def _headers(block: bytes) -> tuple[tuple[str, str], ...]:
         (b"X-A: b\r\n", (("X-A", "b"),)),
         (b"X-A:b\r\n", (("X-A", "b"),)),
         (b"X-A:   b  c   \r\n", (("X-A", "b  c"),)),  # spaces around the value trimmed
+        (b"X-A: \tabc\r\n", (("X-A", "\tabc"),)),  # nginx trims spaces only, never tabs
+        (b"X-A:\ta\tb \t \r\n", (("X-A", "\ta\tb \t"),)),
         (b"X-A: \r\n", (("X-A", ""),)),
         (b"NoColon\r\n", (("NoColon", ""),)),  # a line without colon: empty value
         (b"X_Filename: a\r\n", ()),  # underscores: dropped (ignore_invalid_headers)
@@ -354,7 +356,11 @@ def test_cookies_from_every_cookie_header() -> None:
         ("/a%2fb.php?x=%41", "/a/b.php", "b.php", "x=%41", "/a/b.php?x=A"),
         ("/a%3fb?c", "/a", "a", "c", "/a?b?c"),  # a decoded '?' ends REQUEST_FILENAME
         ("/a\\b.asp", "/a\\b.asp", "b.asp", "", "/a\\b.asp"),
-        ("/x?a=1#frag", "/x", "x", "a=1#frag", "/x?a=1#frag"),  # nginx keeps the fragment
+        # v3 (processURI) cuts the raw target at the first "#" (not at a decoded %23)
+        ("/x?a=1#frag", "/x", "x", "a=1", "/x?a=1"),
+        ("/x#frag?b=2", "/x", "x", "", "/x"),
+        ("/x%23y?a=1%23b#c#d", "/x#y", "x#y", "a=1%23b", "/x#y?a=1#b"),
+        ("#x", "", "", "", ""),
         ("/a+b", "/a+b", "a+b", "", "/a+b"),
         ("?q", "", "", "q", "?q"),
     ],
@@ -392,6 +398,8 @@ def test_args_get_and_urlencoded_error() -> None:
     data = request_line_data(HttpRequest("GET", "/?a=%zz&b+c=d", "HTTP/1.1", (), b""))
     assert data.args_get == (("a", "%zz"), ("b c", "d"))
     assert data.urlencoded_error
+    cut = request_line_data(HttpRequest("GET", "/?a=1#f&b=2", "HTTP/1.1", (), b""))
+    assert cut.args_get == (("a", "1"),)
     clean = request_line_data(HttpRequest("GET", "/?a=%41", "HTTP/1.1", (), b""))
     assert clean.args_get == (("a", "A"),) and not clean.urlencoded_error
 

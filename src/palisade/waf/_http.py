@@ -206,7 +206,8 @@ def _check_path(uri: bytes) -> None:
 # ---------------------------------------------------------------------------------------------
 # header lines
 
-_GOOD_HEADER = re.compile(rb"([A-Za-z0-9\-]+):[ \t]*(.*?)[ \t]*")
+# nginx skips only spaces around a value (sw_space_before_value / sw_space_after_value): tabs stay
+_GOOD_HEADER = re.compile(rb"([A-Za-z0-9\-]+): *(.*?) *")
 _NAME_CHARS = re.compile(rb"[A-Za-z0-9\-]*")
 _NAME_STOP = re.compile(rb"[\x00-\x20\x7f:]")
 _HOST_FORBIDDEN = re.compile(rb"[\x00/\\]|\.\.")
@@ -232,7 +233,7 @@ def _parse_header_line(line: bytes) -> tuple[bytes, bytes] | None:
         raise HttpParseError("invalid header line: space or control byte in the name")
     else:
         name = line[: stop.start()]
-        value = line[stop.start() + 1 :].lstrip(b" \t").rstrip(b" \t")
+        value = line[stop.start() + 1 :].strip(b" ")
     if b"\x00" in value:
         raise HttpParseError("invalid header line: NUL in the value")
     if _NAME_CHARS.fullmatch(name) is None:
@@ -311,7 +312,7 @@ def _header_lines_fast(
         name, colon, value = line.partition(b":")
         if not colon or not name or name.translate(None, _NAME_BYTES):
             return None
-        found.append((name, value.strip(b" \t")))
+        found.append((name, value.strip(b" ")))
     return found, blank + 4
 
 
@@ -590,8 +591,12 @@ def request_line_data(request: HttpRequest) -> RequestLineData:
     """REQUEST_LINE, REQUEST_URI, ARGS_GET, REQUEST_COOKIES, … as libmodsecurity3 computes them
     from what nginx passes (``Transaction::processURI`` and ``addRequestHeader``)."""
     method = request.method
-    uri = _nginx_unparsed_uri(request.uri)
+    uri_raw = _nginx_unparsed_uri(request.uri)
     http_version = _modsec_http_version(request.version)
+    # v3 cuts a "#fragment" (a raw "#", not %23) before it splits path and query; only
+    # REQUEST_URI_RAW and REQUEST_LINE keep it
+    fragment = uri_raw.find("#")
+    uri = uri_raw[:fragment] if fragment >= 0 else uri_raw
     decoded = uri_decode(uri)
     raw_q = uri.find("?")
     query_string = uri[raw_q + 1 :] if raw_q >= 0 else ""
@@ -617,11 +622,11 @@ def request_line_data(request: HttpRequest) -> RequestLineData:
         if name.lower() == "cookie":
             cookies.extend(parse_cookies(value))
     return RequestLineData(
-        request_line=f"{method} {uri} HTTP/{http_version}",
+        request_line=f"{method} {uri_raw} HTTP/{http_version}",
         request_method=method,
         request_protocol=f"HTTP/{http_version}",
         request_uri=parsed_uri,
-        request_uri_raw=uri,
+        request_uri_raw=uri_raw,
         request_filename=filename,
         request_basename=basename,
         query_string=query_string,

@@ -455,6 +455,96 @@ CASES: list[tuple[str, str, str, tuple[tuple[str, str], ...], bytes, object]] = 
         None,
     ),
     (
+        "exact response MIME type: text/html vs TEXT/HTML",
+        "SecResponseBodyAccess On\nSecResponseBodyMimeType text/html\n"
+        'SecRule RESPONSE_BODY "@rx ." "id:1,phase:4,pass"',
+        "/",
+        (),
+        b"",
+        (200, (("Content-Type", "TEXT/HTML"),), b"hi"),
+    ),
+    (
+        "exact response MIME type: text/html vs text/HTML; charset=x",
+        "SecResponseBodyAccess On\nSecResponseBodyMimeType text/html\n"
+        'SecRule RESPONSE_BODY "@rx ." "id:1,phase:4,pass"',
+        "/",
+        (),
+        b"",
+        (200, (("Content-Type", "text/HTML; charset=x"),), b"hi"),
+    ),
+    (
+        "exact response MIME type: text/html vs text/html ; charset=x",
+        "SecResponseBodyAccess On\nSecResponseBodyMimeType text/html\n"
+        'SecRule RESPONSE_BODY "@rx ." "id:1,phase:4,pass"',
+        "/",
+        (),
+        b"",
+        (200, (("Content-Type", "text/html ; charset=x"),), b"hi"),
+    ),
+    (
+        "exact response MIME type: text/html vs text/html;x",
+        "SecResponseBodyAccess On\nSecResponseBodyMimeType text/html\n"
+        'SecRule RESPONSE_BODY "@rx ." "id:1,phase:4,pass"',
+        "/",
+        (),
+        b"",
+        (200, (("Content-Type", "text/html;x"),), b"hi"),
+    ),
+    (
+        "exact response MIME type: text/html vs Text/Html",
+        "SecResponseBodyAccess On\nSecResponseBodyMimeType text/html\n"
+        'SecRule RESPONSE_BODY "@rx ." "id:1,phase:4,pass"',
+        "/",
+        (),
+        b"",
+        (200, (("Content-Type", "Text/Html"),), b"hi"),
+    ),
+    (
+        "exact response MIME type: Text/Html text/plain vs TEXT/HTML",
+        "SecResponseBodyAccess On\nSecResponseBodyMimeType Text/Html text/plain\n"
+        'SecRule RESPONSE_BODY "@rx ." "id:1,phase:4,pass"',
+        "/",
+        (),
+        b"",
+        (200, (("Content-Type", "TEXT/HTML"),), b"hi"),
+    ),
+    (
+        "exact response MIME type: Text/Html text/plain vs text/HTML; charset=x",
+        "SecResponseBodyAccess On\nSecResponseBodyMimeType Text/Html text/plain\n"
+        'SecRule RESPONSE_BODY "@rx ." "id:1,phase:4,pass"',
+        "/",
+        (),
+        b"",
+        (200, (("Content-Type", "text/HTML; charset=x"),), b"hi"),
+    ),
+    (
+        "exact response MIME type: Text/Html text/plain vs text/html ; charset=x",
+        "SecResponseBodyAccess On\nSecResponseBodyMimeType Text/Html text/plain\n"
+        'SecRule RESPONSE_BODY "@rx ." "id:1,phase:4,pass"',
+        "/",
+        (),
+        b"",
+        (200, (("Content-Type", "text/html ; charset=x"),), b"hi"),
+    ),
+    (
+        "exact response MIME type: Text/Html text/plain vs text/html;x",
+        "SecResponseBodyAccess On\nSecResponseBodyMimeType Text/Html text/plain\n"
+        'SecRule RESPONSE_BODY "@rx ." "id:1,phase:4,pass"',
+        "/",
+        (),
+        b"",
+        (200, (("Content-Type", "text/html;x"),), b"hi"),
+    ),
+    (
+        "exact response MIME type: Text/Html text/plain vs Text/Html",
+        "SecResponseBodyAccess On\nSecResponseBodyMimeType Text/Html text/plain\n"
+        'SecRule RESPONSE_BODY "@rx ." "id:1,phase:4,pass"',
+        "/",
+        (),
+        b"",
+        (200, (("Content-Type", "Text/Html"),), b"hi"),
+    ),
+    (
         "response phases",
         "SecResponseBodyAccess On\n"
         'SecRule RESPONSE_STATUS "@streq 500" "id:1,phase:3,pass"\n'

@@ -273,7 +273,9 @@ class Transaction:
         settings = self.ruleset.settings
         if response is None or not self.response_body_access:
             return
-        content_type = (self._response_content_type() or "").strip().lower()
+        # v3 inspects the body only when the type cut at ";" equals a configured one exactly
+        # (case and blanks count)
+        content_type = self._response_content_type() or ""
         if content_type not in settings.response_body_mime_types:
             return
         body = response.body

@@ -850,9 +850,8 @@ def compile_directives(directives: list[Directive]) -> tuple[RuleSet, list[Probl
             elif name == "secresponsebodymimetype":
                 if not args:
                     raise ValueError("needs at least one MIME type")
-                settings.response_body_mime_types = tuple(
-                    t.lower() for a in args for t in a.split()
-                )
+                # kept as written: v3 compares them with the response type byte for byte
+                settings.response_body_mime_types = tuple(t for a in args for t in a.split())
             elif name == "secresponsebodymimetypesclear":
                 settings.response_body_mime_types = ()
             elif name == "seccomponentsignature":

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.skipif(not libmodsec.AVAILABLE, reason="libmodsecurity3
 
 HEADERS = (("Host", "x"), ("User-Agent", "ua"))
 FORM = (("Content-Type", "application/x-www-form-urlencoded"),)
+MP = (("Content-Type", "multipart/form-data; boundary=XyZ"),)
 
 # (name, rules, uri, extra headers, body, response)
 CASES: list[tuple[str, str, str, tuple[tuple[str, str], ...], bytes, object]] = [
@@ -543,6 +544,121 @@ CASES: list[tuple[str, str, str, tuple[tuple[str, str], ...], bytes, object]] = 
         (),
         b"",
         (200, (("Content-Type", "Text/Html"),), b"hi"),
+    ),
+    (
+        "a single quote inside a double-quoted filename",
+        "SecRequestBodyAccess On\n"
+        'SecRule MULTIPART_STRICT_ERROR "!@eq 0" "id:1,phase:2,pass"\n'
+        'SecRule MULTIPART_INVALID_QUOTING "!@eq 0" "id:2,phase:2,pass"\n'
+        'SecRule MULTIPART_INVALID_PART "!@eq 0" "id:3,phase:2,pass"\n'
+        'SecRule REQBODY_ERROR "!@eq 0" "id:4,phase:2,pass"\n'
+        'SecRule &ARGS_POST "@eq 0" "id:5,phase:2,pass"\n'
+        'SecRule &FILES "@eq 0" "id:6,phase:2,pass"\n'
+        'SecRule MULTIPART_PART_HEADERS "@rx \\x0e" "id:7,phase:2,pass"\n'
+        'SecRule MULTIPART_PART_HEADERS "@rx \\r\\n$" "id:8,phase:2,pass"\n'
+        'SecRule REQBODY_ERROR_MSG "@rx Final boundary" "id:9,phase:2,pass"',
+        "/",
+        MP,
+        (
+            b'--XyZ\r\nContent-Disposition: form-data; name="f"; filename="te\'st.txt"\r\n\r\nv\r\n'
+            b"--XyZ--\r\n"
+        ),
+        None,
+    ),
+    (
+        "a single quote inside a double-quoted name",
+        "SecRequestBodyAccess On\n"
+        'SecRule MULTIPART_STRICT_ERROR "!@eq 0" "id:1,phase:2,pass"\n'
+        'SecRule MULTIPART_INVALID_QUOTING "!@eq 0" "id:2,phase:2,pass"\n'
+        'SecRule MULTIPART_INVALID_PART "!@eq 0" "id:3,phase:2,pass"\n'
+        'SecRule REQBODY_ERROR "!@eq 0" "id:4,phase:2,pass"\n'
+        'SecRule &ARGS_POST "@eq 0" "id:5,phase:2,pass"\n'
+        'SecRule &FILES "@eq 0" "id:6,phase:2,pass"\n'
+        'SecRule MULTIPART_PART_HEADERS "@rx \\x0e" "id:7,phase:2,pass"\n'
+        'SecRule MULTIPART_PART_HEADERS "@rx \\r\\n$" "id:8,phase:2,pass"\n'
+        'SecRule REQBODY_ERROR_MSG "@rx Final boundary" "id:9,phase:2,pass"',
+        "/",
+        MP,
+        b'--XyZ\r\nContent-Disposition: form-data; name="a\'b"\r\n\r\nv\r\n--XyZ--\r\n',
+        None,
+    ),
+    (
+        "a single quote in an unquoted name",
+        "SecRequestBodyAccess On\n"
+        'SecRule MULTIPART_STRICT_ERROR "!@eq 0" "id:1,phase:2,pass"\n'
+        'SecRule MULTIPART_INVALID_QUOTING "!@eq 0" "id:2,phase:2,pass"\n'
+        'SecRule MULTIPART_INVALID_PART "!@eq 0" "id:3,phase:2,pass"\n'
+        'SecRule REQBODY_ERROR "!@eq 0" "id:4,phase:2,pass"\n'
+        'SecRule &ARGS_POST "@eq 0" "id:5,phase:2,pass"\n'
+        'SecRule &FILES "@eq 0" "id:6,phase:2,pass"\n'
+        'SecRule MULTIPART_PART_HEADERS "@rx \\x0e" "id:7,phase:2,pass"\n'
+        'SecRule MULTIPART_PART_HEADERS "@rx \\r\\n$" "id:8,phase:2,pass"\n'
+        'SecRule REQBODY_ERROR_MSG "@rx Final boundary" "id:9,phase:2,pass"',
+        "/",
+        MP,
+        b"--XyZ\r\nContent-Disposition: form-data; name=a'b\r\n\r\nv\r\n--XyZ--\r\n",
+        None,
+    ),
+    (
+        "a 0x0e byte in a part header name",
+        "SecRequestBodyAccess On\n"
+        'SecRule MULTIPART_STRICT_ERROR "!@eq 0" "id:1,phase:2,pass"\n'
+        'SecRule MULTIPART_INVALID_QUOTING "!@eq 0" "id:2,phase:2,pass"\n'
+        'SecRule MULTIPART_INVALID_PART "!@eq 0" "id:3,phase:2,pass"\n'
+        'SecRule REQBODY_ERROR "!@eq 0" "id:4,phase:2,pass"\n'
+        'SecRule &ARGS_POST "@eq 0" "id:5,phase:2,pass"\n'
+        'SecRule &FILES "@eq 0" "id:6,phase:2,pass"\n'
+        'SecRule MULTIPART_PART_HEADERS "@rx \\x0e" "id:7,phase:2,pass"\n'
+        'SecRule MULTIPART_PART_HEADERS "@rx \\r\\n$" "id:8,phase:2,pass"\n'
+        'SecRule REQBODY_ERROR_MSG "@rx Final boundary" "id:9,phase:2,pass"',
+        "/",
+        MP,
+        (
+            b'--XyZ\r\nContent-Disposition: form-data; name="a"\r\n\x0eX\x7f: y\r\n\r\nv\r\n'
+            b"--XyZ--\r\n"
+        ),
+        None,
+    ),
+    (
+        "a bad Content-Disposition stops the multipart parser",
+        "SecRequestBodyAccess On\n"
+        'SecRule MULTIPART_STRICT_ERROR "!@eq 0" "id:1,phase:2,pass"\n'
+        'SecRule MULTIPART_INVALID_QUOTING "!@eq 0" "id:2,phase:2,pass"\n'
+        'SecRule MULTIPART_INVALID_PART "!@eq 0" "id:3,phase:2,pass"\n'
+        'SecRule REQBODY_ERROR "!@eq 0" "id:4,phase:2,pass"\n'
+        'SecRule &ARGS_POST "@eq 0" "id:5,phase:2,pass"\n'
+        'SecRule &FILES "@eq 0" "id:6,phase:2,pass"\n'
+        'SecRule MULTIPART_PART_HEADERS "@rx \\x0e" "id:7,phase:2,pass"\n'
+        'SecRule MULTIPART_PART_HEADERS "@rx \\r\\n$" "id:8,phase:2,pass"\n'
+        'SecRule REQBODY_ERROR_MSG "@rx Final boundary" "id:9,phase:2,pass"',
+        "/",
+        MP,
+        (
+            b'--XyZ\r\nContent-Disposition: form-data; name="ok"\r\n\r\nv\r\n--XyZ\r\n'
+            b'Content-Disposition: form-data; name="a"; foo="b"\r\n\r\nv\r\n--XyZ\r\n'
+            b'Content-Disposition: form-data; name="f"; filename="x"\r\n\r\nv\r\n--XyZ--\r\n'
+        ),
+        None,
+    ),
+    (
+        "multipart header errors keep the parts",
+        "SecRequestBodyAccess On\n"
+        'SecRule MULTIPART_STRICT_ERROR "!@eq 0" "id:1,phase:2,pass"\n'
+        'SecRule MULTIPART_INVALID_QUOTING "!@eq 0" "id:2,phase:2,pass"\n'
+        'SecRule MULTIPART_INVALID_PART "!@eq 0" "id:3,phase:2,pass"\n'
+        'SecRule REQBODY_ERROR "!@eq 0" "id:4,phase:2,pass"\n'
+        'SecRule &ARGS_POST "@eq 0" "id:5,phase:2,pass"\n'
+        'SecRule &FILES "@eq 0" "id:6,phase:2,pass"\n'
+        'SecRule MULTIPART_PART_HEADERS "@rx \\x0e" "id:7,phase:2,pass"\n'
+        'SecRule MULTIPART_PART_HEADERS "@rx \\r\\n$" "id:8,phase:2,pass"\n'
+        'SecRule REQBODY_ERROR_MSG "@rx Final boundary" "id:9,phase:2,pass"',
+        "/",
+        MP,
+        (
+            b'--XyZ\r\nContent-Disposition: form-data; name="a"\r\nnocolon\r\n\r\nv\r\n--XyZ\r\n'
+            b'Content-Disposition: form-data; name="f"; filename="x"\r\n\r\nv\r\n--XyZ--\r\n'
+        ),
+        None,
     ),
     (
         "response phases",

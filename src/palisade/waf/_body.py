@@ -154,7 +154,6 @@ def _result(
 # MULTIPART
 
 _C_SPACE = b" \t\n\v\f\r"
-_HEADER_NAME_OK = re.compile(rb"[\x21-\x7e]+")
 _BOUNDARY_OK = re.compile(rb"[0-9A-Za-z'()+_,\-./:=? ]*")
 _TOKEN_CHAR = frozenset(
     c for c in range(33, 127) if chr(c) not in '()<>@,;:\\"/[]?='
@@ -391,15 +390,18 @@ class _Multipart:
                     return self._fail(
                         f"Multipart: Part header line over {MULTIPART_BUF_SIZE} bytes long"
                     )
-                self._part_header(buf, self.mpp)
+                if not self._part_header(buf, self.mpp):
+                    return False
             else:
                 self._part_data(buf, self.mpp)
         return True
 
-    def _part_header(self, buf: bytes, part: _Part) -> None:
+    def _part_header(self, buf: bytes, part: _Part) -> bool:
+        """One part header line; False when v3 stops processing the body (a bad
+        Content-Disposition at the end of the headers), True otherwise, errors or not."""
         if b"\x00" in buf:
             self.error = "Multipart: Nul byte in part headers."
-            return
+            return True
         if len(buf) > 1 and buf[-2] == 0x0D:
             self.f_crlf_line = 1
         else:
@@ -408,7 +410,7 @@ class _Multipart:
             entry = part.headers.get(b"content-disposition")
             if entry is None:
                 self.error = "Multipart: Part missing Content-Disposition header."
-                return
+                return True
             value = entry[1]
             rc = self._content_disposition(value, part)
             if rc < 0:
@@ -416,28 +418,31 @@ class _Multipart:
                     f"Multipart: Invalid Content-Disposition header ({rc}): "
                     + value.decode("latin-1")
                 )
-                return
+                self.f_invalid_part = 1  # and v3 stops here
+                return False
             if not part.name:
                 self.error = "Multipart: Content-Disposition header missing name field."
-                return
+                self.f_invalid_part = 1  # and v3 stops here
+                return False
             if part.filename:
                 if b"filename=" not in value:
                     self.error = "Multipart: Invalid Content-Disposition header (filename)."
-                    return
+                    self.f_invalid_part = 1  # and v3 stops here
+                    return False
                 part.file = True
             self.mpp_state = 1
             part.last_header = b""
             name = part.name.decode("latin-1")
             for line in part.header_lines:
                 self.part_headers.append((name, line.decode("latin-1")))
-            return
+            return True
         if buf[0] in _C_SPACE:
             self.f_header_folding = 1
             if buf[0] not in b" \t":
                 self.f_invalid_header_folding = 1
             if not part.last_header:
                 self.error = "Multipart: Invalid part header (folding error)."
-                return
+                return True
             data = buf.lstrip(_C_SPACE)
             if any(c not in b" \t" for c in buf[: len(buf) - len(data)]):
                 self.f_invalid_header_folding = 1
@@ -445,30 +450,27 @@ class _Multipart:
             hname, old = part.headers[key]
             new_value = old + b" " + _chomp(data)
             part.headers[key] = (hname, new_value)
-            part.header_lines.append(_chomp(buf))
+            part.header_lines.append(buf)
             if len(new_value) > MULTIPART_BUF_SIZE:
                 self.error = "Multipart: Part header too long."
-            return
+            return True
         colon = buf.find(b":")
         if colon < 0:
             self.error = "Multipart: Invalid part header (colon missing): " + buf.decode("latin-1")
-            return
+            return True
         if colon == 0:
             self.error = "Multipart: Invalid part header (header name missing)."
-            return
-        hname = buf[:colon]
-        if _HEADER_NAME_OK.fullmatch(hname) is None:
-            # newer v3 releases refuse a part header name outside '!'..'~'
-            self.error = "Multipart: Invalid part header (contains invalid character)."
-            return
+            return True
+        hname = buf[:colon]  # 3.0.9 takes any bytes as the name (newer releases refuse some)
         hvalue = _chomp(buf[colon + 1 :].lstrip(b" \t"))
         key = hname.lower()
         if key in part.headers:
-            return  # v3: "Duplicate part header", no error message
+            return True  # v3: "Duplicate part header", no error message
         part.last_header = hname
         part.headers[key] = (hname, hvalue)
         part.header_order.append(key)
-        part.header_lines.append(_chomp(buf))
+        part.header_lines.append(buf)  # v3 keeps the line end
+        return True
 
     def _content_disposition(self, value: bytes, part: _Part) -> int:
         """v3's parse_content_disposition; negative return codes are v3's."""
@@ -506,6 +508,9 @@ class _Multipart:
             if p >= n:
                 return -6
             quote = value[p]
+            # 3.0.9 looks for a single quote in a name or filename only when the value was
+            # not double-quoted (name="a'b" is fine, name=a'b is not)
+            check_quotes = quote != 0x22
             if quote in b"\"'":
                 if quote == 0x27:
                     self.f_invalid_quoting = 1
@@ -532,13 +537,13 @@ class _Multipart:
                     p += 1
                 pvalue = value[start:p]
             if pname == b"name":
-                if b"'" in pvalue:
+                if check_quotes and b"'" in pvalue:
                     self.f_invalid_quoting = 1
                 if part.name:
                     return -14
                 part.name = pvalue
             elif pname == b"filename":
-                if b"'" in pvalue:
+                if check_quotes and b"'" in pvalue:
                     self.f_invalid_quoting = 1
                 if part.filename:
                     return -15
@@ -597,6 +602,8 @@ class _Multipart:
                     self.error = "Multipart: Final boundary missing."
             else:
                 self.error = "Multipart: No boundaries found in payload."
+        if not self.is_complete:
+            return  # v3 adds no ARGS_POST and no FILES from a body it did not finish
         for part in self.parts:
             name = part.name.decode("latin-1")
             if part.file:

@@ -540,3 +540,48 @@ def test_multipart_part_headers_are_the_lines_as_received() -> None:
         ("f", '\tname="f"\r\n'),
         ("f", "Content-Type:text/plain\r\n"),
     )
+
+
+NO_FILES = "Request body excluding files is bigger than the maximum expected."
+
+
+@pytest.mark.parametrize("action", ["Reject", "ProcessPartial"])
+@pytest.mark.parametrize(
+    ("content_type", "processor"),
+    [
+        ("application/x-www-form-urlencoded", None),
+        ("application/json", "JSON"),
+        ("text/xml", "XML"),
+    ],
+)
+def test_no_files_limit_stops_the_parsers(
+    action: str, content_type: str, processor: str | None
+) -> None:
+    """v3 (checked in process): a body over SecRequestBodyNoFilesLimit is not parsed and
+    sets REQBODY_ERROR and INBOUND_DATA_ERROR, with either limit action."""
+    limits = BodyLimits(no_files_limit=10, limit_action=action)
+    body = {"JSON": b'{"a": "bcdefghi"}', "XML": b"<a>bcdefghij</a>"}.get(
+        processor or "", b"a=bcdefghij"
+    )
+    over = process_body(body, content_type, processor, limits)
+    assert (over.error, over.exceeded, over.args_post, over.xml_text) == (NO_FILES, True, (), ())
+    at = process_body(body[:10], content_type, processor, limits)
+    assert at.error != NO_FILES and not at.exceeded
+
+
+def test_no_files_limit_counts_multipart_headers_and_field_data() -> None:
+    """v3 counts each part's header lines and its non-file data (with the line ends held
+    back inside it), never boundaries or file content; the parts are parsed all the same."""
+    body = (
+        field("a", b"v\r\nw")  # 42 + 2 header bytes, 4 data bytes
+        + b'--XyZ\r\nContent-Disposition: form-data; name="f"; filename="x"\r\n\r\n'  # 56 + 2
+        + b"z" * 500
+        + b"\r\n"
+        + end()
+    )
+    counted = 42 + 2 + 4 + 56 + 2
+    at = multipart(body, limits=BodyLimits(no_files_limit=counted))
+    assert at.error is None and not at.exceeded
+    over = multipart(body, limits=BodyLimits(no_files_limit=counted - 1))
+    assert (over.error, over.exceeded) == (NO_FILES, True)
+    assert over.args_post == (("a", "vw"),) and len(over.files) == 1

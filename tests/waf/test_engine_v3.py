@@ -661,6 +661,180 @@ CASES: list[tuple[str, str, str, tuple[tuple[str, str], ...], bytes, object]] = 
         None,
     ),
     (
+        "no-files limit (Reject): an urlencoded body",
+        "SecRequestBodyAccess On\nSecRequestBodyNoFilesLimit 50\n"
+        "SecRequestBodyLimitAction Reject\n"
+        'SecRule REQBODY_ERROR "@eq 1" "id:1,phase:2,pass"\n'
+        'SecRule INBOUND_DATA_ERROR "@eq 1" "id:2,phase:2,pass"\n'
+        'SecRule &ARGS_POST "@eq 0" "id:3,phase:2,pass"\n'
+        'SecRule REQBODY_ERROR_MSG "@rx excluding files" "id:4,phase:2,pass"\n'
+        'SecRule REQUEST_BODY_LENGTH "@gt 50" "id:5,phase:2,pass"\n'
+        'SecRule &FILES "@eq 1" "id:6,phase:2,pass"',
+        "/",
+        FORM,
+        b"a=b&c=" + b"x" * 45,
+        None,
+    ),
+    (
+        "no-files limit (Reject): an urlencoded body at",
+        "SecRequestBodyAccess On\nSecRequestBodyNoFilesLimit 50\n"
+        "SecRequestBodyLimitAction Reject\n"
+        'SecRule REQBODY_ERROR "@eq 1" "id:1,phase:2,pass"\n'
+        'SecRule INBOUND_DATA_ERROR "@eq 1" "id:2,phase:2,pass"\n'
+        'SecRule &ARGS_POST "@eq 0" "id:3,phase:2,pass"\n'
+        'SecRule REQBODY_ERROR_MSG "@rx excluding files" "id:4,phase:2,pass"\n'
+        'SecRule REQUEST_BODY_LENGTH "@gt 50" "id:5,phase:2,pass"\n'
+        'SecRule &FILES "@eq 1" "id:6,phase:2,pass"',
+        "/",
+        FORM,
+        b"a=b&c=" + b"x" * 44,
+        None,
+    ),
+    (
+        "no-files limit (Reject): a multipart body",
+        "SecRequestBodyAccess On\nSecRequestBodyNoFilesLimit 50\n"
+        "SecRequestBodyLimitAction Reject\n"
+        'SecRule REQBODY_ERROR "@eq 1" "id:1,phase:2,pass"\n'
+        'SecRule INBOUND_DATA_ERROR "@eq 1" "id:2,phase:2,pass"\n'
+        'SecRule &ARGS_POST "@eq 0" "id:3,phase:2,pass"\n'
+        'SecRule REQBODY_ERROR_MSG "@rx excluding files" "id:4,phase:2,pass"\n'
+        'SecRule REQUEST_BODY_LENGTH "@gt 50" "id:5,phase:2,pass"\n'
+        'SecRule &FILES "@eq 1" "id:6,phase:2,pass"',
+        "/",
+        MP,
+        (
+            b'--XyZ\r\nContent-Disposition: form-data; name="a"\r\n\r\n'
+            + b"v\r\n" * 3
+            + b"\r\n--XyZ--\r\n"
+        ),
+        None,
+    ),
+    (
+        "no-files limit (Reject): a multipart body at",
+        "SecRequestBodyAccess On\nSecRequestBodyNoFilesLimit 50\n"
+        "SecRequestBodyLimitAction Reject\n"
+        'SecRule REQBODY_ERROR "@eq 1" "id:1,phase:2,pass"\n'
+        'SecRule INBOUND_DATA_ERROR "@eq 1" "id:2,phase:2,pass"\n'
+        'SecRule &ARGS_POST "@eq 0" "id:3,phase:2,pass"\n'
+        'SecRule REQBODY_ERROR_MSG "@rx excluding files" "id:4,phase:2,pass"\n'
+        'SecRule REQUEST_BODY_LENGTH "@gt 50" "id:5,phase:2,pass"\n'
+        'SecRule &FILES "@eq 1" "id:6,phase:2,pass"',
+        "/",
+        MP,
+        (
+            b'--XyZ\r\nContent-Disposition: form-data; name="a"\r\n\r\n'
+            + b"v\r\n" * 2
+            + b"\r\n--XyZ--\r\n"
+        ),
+        None,
+    ),
+    (
+        "no-files limit (Reject): a multipart file",
+        "SecRequestBodyAccess On\nSecRequestBodyNoFilesLimit 50\n"
+        "SecRequestBodyLimitAction Reject\n"
+        'SecRule REQBODY_ERROR "@eq 1" "id:1,phase:2,pass"\n'
+        'SecRule INBOUND_DATA_ERROR "@eq 1" "id:2,phase:2,pass"\n'
+        'SecRule &ARGS_POST "@eq 0" "id:3,phase:2,pass"\n'
+        'SecRule REQBODY_ERROR_MSG "@rx excluding files" "id:4,phase:2,pass"\n'
+        'SecRule REQUEST_BODY_LENGTH "@gt 50" "id:5,phase:2,pass"\n'
+        'SecRule &FILES "@eq 1" "id:6,phase:2,pass"',
+        "/",
+        MP,
+        (
+            b'--XyZ\r\nContent-Disposition: form-data; name="a"; filename="f"\r\n\r\n'
+            + b"v" * 300
+            + b"\r\n--XyZ--\r\n"
+        ),
+        None,
+    ),
+    (
+        "no-files limit (ProcessPartial): an urlencoded body",
+        "SecRequestBodyAccess On\nSecRequestBodyNoFilesLimit 50\n"
+        "SecRequestBodyLimitAction ProcessPartial\n"
+        'SecRule REQBODY_ERROR "@eq 1" "id:1,phase:2,pass"\n'
+        'SecRule INBOUND_DATA_ERROR "@eq 1" "id:2,phase:2,pass"\n'
+        'SecRule &ARGS_POST "@eq 0" "id:3,phase:2,pass"\n'
+        'SecRule REQBODY_ERROR_MSG "@rx excluding files" "id:4,phase:2,pass"\n'
+        'SecRule REQUEST_BODY_LENGTH "@gt 50" "id:5,phase:2,pass"\n'
+        'SecRule &FILES "@eq 1" "id:6,phase:2,pass"',
+        "/",
+        FORM,
+        b"a=b&c=" + b"x" * 45,
+        None,
+    ),
+    (
+        "no-files limit (ProcessPartial): an urlencoded body at",
+        "SecRequestBodyAccess On\nSecRequestBodyNoFilesLimit 50\n"
+        "SecRequestBodyLimitAction ProcessPartial\n"
+        'SecRule REQBODY_ERROR "@eq 1" "id:1,phase:2,pass"\n'
+        'SecRule INBOUND_DATA_ERROR "@eq 1" "id:2,phase:2,pass"\n'
+        'SecRule &ARGS_POST "@eq 0" "id:3,phase:2,pass"\n'
+        'SecRule REQBODY_ERROR_MSG "@rx excluding files" "id:4,phase:2,pass"\n'
+        'SecRule REQUEST_BODY_LENGTH "@gt 50" "id:5,phase:2,pass"\n'
+        'SecRule &FILES "@eq 1" "id:6,phase:2,pass"',
+        "/",
+        FORM,
+        b"a=b&c=" + b"x" * 44,
+        None,
+    ),
+    (
+        "no-files limit (ProcessPartial): a multipart body",
+        "SecRequestBodyAccess On\nSecRequestBodyNoFilesLimit 50\n"
+        "SecRequestBodyLimitAction ProcessPartial\n"
+        'SecRule REQBODY_ERROR "@eq 1" "id:1,phase:2,pass"\n'
+        'SecRule INBOUND_DATA_ERROR "@eq 1" "id:2,phase:2,pass"\n'
+        'SecRule &ARGS_POST "@eq 0" "id:3,phase:2,pass"\n'
+        'SecRule REQBODY_ERROR_MSG "@rx excluding files" "id:4,phase:2,pass"\n'
+        'SecRule REQUEST_BODY_LENGTH "@gt 50" "id:5,phase:2,pass"\n'
+        'SecRule &FILES "@eq 1" "id:6,phase:2,pass"',
+        "/",
+        MP,
+        (
+            b'--XyZ\r\nContent-Disposition: form-data; name="a"\r\n\r\n'
+            + b"v\r\n" * 3
+            + b"\r\n--XyZ--\r\n"
+        ),
+        None,
+    ),
+    (
+        "no-files limit (ProcessPartial): a multipart body at",
+        "SecRequestBodyAccess On\nSecRequestBodyNoFilesLimit 50\n"
+        "SecRequestBodyLimitAction ProcessPartial\n"
+        'SecRule REQBODY_ERROR "@eq 1" "id:1,phase:2,pass"\n'
+        'SecRule INBOUND_DATA_ERROR "@eq 1" "id:2,phase:2,pass"\n'
+        'SecRule &ARGS_POST "@eq 0" "id:3,phase:2,pass"\n'
+        'SecRule REQBODY_ERROR_MSG "@rx excluding files" "id:4,phase:2,pass"\n'
+        'SecRule REQUEST_BODY_LENGTH "@gt 50" "id:5,phase:2,pass"\n'
+        'SecRule &FILES "@eq 1" "id:6,phase:2,pass"',
+        "/",
+        MP,
+        (
+            b'--XyZ\r\nContent-Disposition: form-data; name="a"\r\n\r\n'
+            + b"v\r\n" * 2
+            + b"\r\n--XyZ--\r\n"
+        ),
+        None,
+    ),
+    (
+        "no-files limit (ProcessPartial): a multipart file",
+        "SecRequestBodyAccess On\nSecRequestBodyNoFilesLimit 50\n"
+        "SecRequestBodyLimitAction ProcessPartial\n"
+        'SecRule REQBODY_ERROR "@eq 1" "id:1,phase:2,pass"\n'
+        'SecRule INBOUND_DATA_ERROR "@eq 1" "id:2,phase:2,pass"\n'
+        'SecRule &ARGS_POST "@eq 0" "id:3,phase:2,pass"\n'
+        'SecRule REQBODY_ERROR_MSG "@rx excluding files" "id:4,phase:2,pass"\n'
+        'SecRule REQUEST_BODY_LENGTH "@gt 50" "id:5,phase:2,pass"\n'
+        'SecRule &FILES "@eq 1" "id:6,phase:2,pass"',
+        "/",
+        MP,
+        (
+            b'--XyZ\r\nContent-Disposition: form-data; name="a"; filename="f"\r\n\r\n'
+            + b"v" * 300
+            + b"\r\n--XyZ--\r\n"
+        ),
+        None,
+    ),
+    (
         "response phases",
         "SecResponseBodyAccess On\n"
         'SecRule RESPONSE_STATUS "@streq 500" "id:1,phase:3,pass"\n'

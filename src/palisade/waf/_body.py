@@ -34,7 +34,7 @@ MULTIPART_BUF_SIZE = 4096
 @dataclass(frozen=True, slots=True)
 class BodyLimits:
     body_limit: int = 13107200
-    no_files_limit: int = 131072  # parsed by v3 but not enforced; kept for the engine
+    no_files_limit: int = 131072  # SecRequestBodyNoFilesLimit
     json_depth: int = 512
     arguments_limit: int = 1000  # the engine passes what is left after ARGS_GET
     limit_action: str = "Reject"  # or "ProcessPartial"
@@ -80,6 +80,11 @@ def process_body(
     else:
         processor = processor.upper()
 
+    too_big = limits.no_files_limit > 0 and len(body) > limits.no_files_limit
+    if too_big and processor in ("URLENCODED", "JSON", "XML"):
+        # v3 (checked in process, Reject and ProcessPartial alike, no interruption): the
+        # body is not parsed, REQBODY_ERROR and INBOUND_DATA_ERROR are set
+        return _result(processor, error=_NO_FILES_ERROR, exceeded=True)
     if processor == "URLENCODED":
         pairs, invalid = extract_arguments(body.decode("latin-1"))
         limit = limits.arguments_limit
@@ -93,13 +98,17 @@ def process_body(
         if mp.init():
             mp.process(body)
         mp.complete()
+        error = f"Multipart parsing error: {mp.error}" if mp.error else None
+        if limits.no_files_limit > 0 and mp.no_files_bytes > limits.no_files_limit:
+            # v3 counts the part headers and the non-file data; the parts are still parsed
+            error, exceeded = error or _NO_FILES_ERROR, True
         return _result(
             "MULTIPART",
             args=mp.args,
             files=mp.files,
             multipart=mp.flags(),
             part_headers=mp.part_headers,
-            error=f"Multipart parsing error: {mp.error}" if mp.error else None,
+            error=error,
             exceeded=exceeded,
         )
     if processor == "JSON":
@@ -121,6 +130,9 @@ def process_body(
             exceeded=exceeded,
         )
     return _result(None, exceeded=exceeded)
+
+
+_NO_FILES_ERROR = "Request body excluding files is bigger than the maximum expected."
 
 
 def _result(
@@ -244,6 +256,7 @@ class _Multipart:
         self.args: list[tuple[str, str]] = []
         self.files: list[FilePart] = []
         self.part_headers: list[tuple[str, str]] = []
+        self.no_files_bytes = 0  # part header lines and non-file data (v3's no-files length)
 
     def _fail(self, message: str) -> bool:
         self.f_error = 1
@@ -390,6 +403,7 @@ class _Multipart:
                     return self._fail(
                         f"Multipart: Part header line over {MULTIPART_BUF_SIZE} bytes long"
                     )
+                self.no_files_bytes += len(buf)
                 if not self._part_header(buf, self.mpp):
                     return False
             else:
@@ -577,6 +591,7 @@ class _Multipart:
         else:
             # v3 assigns the held-back line end and then overwrites it with the data
             part.value_parts.append(data)
+            self.no_files_bytes += len(data) + len(self.reserve)
         self.reserve = reserved
 
     def _boundary(self, final: bool) -> None:

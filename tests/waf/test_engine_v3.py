@@ -8,6 +8,8 @@ rule ids the library logs must be the engine's. Skipped where libmodsecurity3 is
 from __future__ import annotations
 
 import functools
+import random
+import re
 
 import pytest
 
@@ -835,6 +837,78 @@ CASES: list[tuple[str, str, str, tuple[tuple[str, str], ...], bytes, object]] = 
         None,
     ),
     (
+        "@pm as acmp: /secrets.env",
+        'SecRule REQUEST_FILENAME "@pm .env secrets.json" "id:1,phase:1,pass"\n'
+        'SecRule REQUEST_FILENAME "@pm abcd bce cy" "id:2,phase:1,pass"\n'
+        'SecRule REQUEST_FILENAME "@pm abcd bx cy" "id:3,phase:1,pass"\n'
+        'SecRule REQUEST_FILENAME "@pm abcd bc" "id:4,phase:1,pass,capture,logdata:%{tx.0}"\n'
+        'SecRule TX:0 "@streq abc" "id:5,phase:1,pass"',
+        "/secrets.env",
+        (),
+        b"",
+        None,
+    ),
+    (
+        "@pm as acmp: /a.env",
+        'SecRule REQUEST_FILENAME "@pm .env secrets.json" "id:1,phase:1,pass"\n'
+        'SecRule REQUEST_FILENAME "@pm abcd bce cy" "id:2,phase:1,pass"\n'
+        'SecRule REQUEST_FILENAME "@pm abcd bx cy" "id:3,phase:1,pass"\n'
+        'SecRule REQUEST_FILENAME "@pm abcd bc" "id:4,phase:1,pass,capture,logdata:%{tx.0}"\n'
+        'SecRule TX:0 "@streq abc" "id:5,phase:1,pass"',
+        "/a.env",
+        (),
+        b"",
+        None,
+    ),
+    (
+        "@pm as acmp: /x/secrets.json.env",
+        'SecRule REQUEST_FILENAME "@pm .env secrets.json" "id:1,phase:1,pass"\n'
+        'SecRule REQUEST_FILENAME "@pm abcd bce cy" "id:2,phase:1,pass"\n'
+        'SecRule REQUEST_FILENAME "@pm abcd bx cy" "id:3,phase:1,pass"\n'
+        'SecRule REQUEST_FILENAME "@pm abcd bc" "id:4,phase:1,pass,capture,logdata:%{tx.0}"\n'
+        'SecRule TX:0 "@streq abc" "id:5,phase:1,pass"',
+        "/x/secrets.json.env",
+        (),
+        b"",
+        None,
+    ),
+    (
+        "@pm as acmp: /abcy",
+        'SecRule REQUEST_FILENAME "@pm .env secrets.json" "id:1,phase:1,pass"\n'
+        'SecRule REQUEST_FILENAME "@pm abcd bce cy" "id:2,phase:1,pass"\n'
+        'SecRule REQUEST_FILENAME "@pm abcd bx cy" "id:3,phase:1,pass"\n'
+        'SecRule REQUEST_FILENAME "@pm abcd bc" "id:4,phase:1,pass,capture,logdata:%{tx.0}"\n'
+        'SecRule TX:0 "@streq abc" "id:5,phase:1,pass"',
+        "/abcy",
+        (),
+        b"",
+        None,
+    ),
+    (
+        "@pm as acmp: /abcxy",
+        'SecRule REQUEST_FILENAME "@pm .env secrets.json" "id:1,phase:1,pass"\n'
+        'SecRule REQUEST_FILENAME "@pm abcd bce cy" "id:2,phase:1,pass"\n'
+        'SecRule REQUEST_FILENAME "@pm abcd bx cy" "id:3,phase:1,pass"\n'
+        'SecRule REQUEST_FILENAME "@pm abcd bc" "id:4,phase:1,pass,capture,logdata:%{tx.0}"\n'
+        'SecRule TX:0 "@streq abc" "id:5,phase:1,pass"',
+        "/abcxy",
+        (),
+        b"",
+        None,
+    ),
+    (
+        "@pm as acmp: /xabcd",
+        'SecRule REQUEST_FILENAME "@pm .env secrets.json" "id:1,phase:1,pass"\n'
+        'SecRule REQUEST_FILENAME "@pm abcd bce cy" "id:2,phase:1,pass"\n'
+        'SecRule REQUEST_FILENAME "@pm abcd bx cy" "id:3,phase:1,pass"\n'
+        'SecRule REQUEST_FILENAME "@pm abcd bc" "id:4,phase:1,pass,capture,logdata:%{tx.0}"\n'
+        'SecRule TX:0 "@streq abc" "id:5,phase:1,pass"',
+        "/xabcd",
+        (),
+        b"",
+        None,
+    ),
+    (
         "response phases",
         "SecResponseBodyAccess On\n"
         'SecRule RESPONSE_STATUS "@streq 500" "id:1,phase:3,pass"\n'
@@ -905,3 +979,23 @@ def test_crs_pl1_same_as_libmodsecurity3(
     status, ids, lines = reference.run(request.method, uri, request.headers, body)
     result = engine.evaluate(request)
     assert (result.status, result.logged_ids()) == (status, ids), "\n".join(lines)
+
+
+def test_pm_agrees_with_acmp_on_random_phrases() -> None:
+    """Phrase sets over a small alphabet make acmp's one-step failure links matter often."""
+    rng = random.Random(5)
+    for _ in range(40):
+        phrases = {"".join(rng.choices("ab.", k=rng.randint(1, 5))) for _ in range(4)}
+        rules = (
+            "SecRuleEngine On\n"
+            f'SecRule ARGS:v "@pm {" ".join(sorted(phrases))}" '
+            '"id:1,phase:1,pass,capture,logdata:%{tx.0}"\n'
+        )
+        reference, engine = libmodsec.Reference(rules), WafEngine.load([], before=rules)
+        for _ in range(8):
+            uri = "/?v=" + "".join(rng.choices("abB.", k=rng.randint(1, 10)))
+            request = _request(uri, (), b"")
+            _, ids, lines = reference.run("GET", uri, request.headers)
+            result = engine.evaluate(request)
+            data = [found for line in lines for found in re.findall(r'\[data "([^"]*)"\]', line)]
+            assert (result.logged_ids(), [m.data for m in result.matches]) == (ids, data), uri

@@ -128,6 +128,18 @@ def test_pm_reports_the_automaton_state_where_the_first_phrase_ends() -> None:
     assert matches("pm", "FooBar foo", "xFOOBAR") == ("Foo",)  # spelled like the first phrase
 
 
+def test_pm_fail_links_take_one_step_only() -> None:
+    """acmp links a node to the same letter under its parent's failure node, or else to the
+    root: a phrase that starts inside a partial match of a longer one can be missed."""
+    assert matches("pm", ".env secrets.json", "/secrets.env") is None
+    assert matches("pm", ".env secrets.json", "/a.env") == (".env",)
+    assert matches("pm", ".env secrets.json", "/secrets.json.env") == ("secrets.json",)
+    # "abc" links to "bc" (the "c" under "ab"'s link "b"), and "bc" on to "c": "cy" is found
+    assert matches("pm", "abcd bce cy", "abcy") == ("cy",)
+    # without "bc", "abc" links to the root ("b" has no "c"), and "cy" is missed
+    assert matches("pm", "abcd bx cy", "abcy") is None
+
+
 def test_pm_argument_grammar() -> None:
     assert parse_pm_phrases('  "a b"') == ["a", "b"]
     assert parse_pm_phrases("|41 42|c") == ["ABc"]

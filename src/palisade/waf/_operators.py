@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -241,44 +241,107 @@ def parse_pm_phrases(argument: str) -> list[str]:
     return "".join(out).split()
 
 
+class _Acmp:
+    """libmodsecurity3's Aho-Corasick matcher (acmp) with its quirks, as a plain trie.
+
+    Each node's text is the prefix spelled like the first phrase that created it. Its
+    failure link is computed in one step only: the child for the same letter of the parent's
+    failure node, or else the root (a correct Aho-Corasick keeps falling back along the
+    parent's failure chain). So after "secrets." fails towards "secrets.json", acmp is back
+    at the root and misses a ".env" that started inside. A node "matches" when it ends a
+    phrase or when some node on its failure chain does; acmp then reports the node's own
+    text (``abcd bc`` on ``xabcd`` reports ``abc``)."""
+
+    __slots__ = ("_children", "_fail", "_last", "_other", "_text")
+
+    def __init__(self, phrases: Sequence[tuple[str, str]]) -> None:
+        children: list[dict[str, int]] = [{}]
+        parent: list[int] = [0]
+        letter: list[str] = [""]
+        text: list[str] = [""]
+        last: list[bool] = [False]
+        for lowered, phrase in phrases:
+            node = 0
+            for depth, char in enumerate(lowered):
+                child = children[node].get(char)
+                if child is None:
+                    child = len(children)
+                    children.append({})
+                    parent.append(node)
+                    letter.append(char)
+                    text.append(phrase[: depth + 1])
+                    last.append(False)
+                    children[node][char] = child
+                node = child
+            last[node] = True
+        fail = [0] * len(children)
+        level = list(children[0].values())
+        while level:  # breadth first: a parent's link is known before its children's
+            following: list[int] = []
+            for node in level:
+                if parent[node] != 0:
+                    fail[node] = children[fail[parent[node]]].get(letter[node], 0)
+                following.extend(children[node].values())
+            level = following
+        other = [False] * len(children)
+        for node in range(1, len(children)):
+            link = fail[node]
+            while link != 0 and not last[link]:
+                link = fail[link]
+            other[node] = link != 0
+        self._children = children
+        self._fail = fail
+        self._last = last
+        self._other = other
+        self._text = text
+
+    def first(self, lowered: str) -> str | None:
+        """The text acmp reports for the first match in ``lowered``, None without one."""
+        children, fail, last, other = self._children, self._fail, self._last, self._other
+        node = 0
+        for char in lowered:
+            while True:
+                found = children[node].get(char)
+                if found is not None:
+                    if last[found]:
+                        return self._text[found]
+                    node = found
+                    break
+                if node == 0:
+                    break
+                node = fail[node]
+            if other[node]:
+                return self._text[node]
+        return None
+
+
 class Pm:
-    __slots__ = ("_automaton", "_longest", "_phrases", "argument", "name")
+    __slots__ = ("_acmp", "_automaton", "argument", "name")
 
     def __init__(self, name: str, argument: str, phrases: list[str]) -> None:
         self.name = name
         self.argument = argument
-        self._phrases = tuple((_ascii_lower(phrase), phrase) for phrase in phrases if phrase)
-        self._longest = max((len(phrase) for _lower, phrase in self._phrases), default=0)
+        pairs = [(_ascii_lower(phrase), phrase) for phrase in phrases if phrase]
+        # a correct Aho-Corasick (pyahocorasick, in C) finds every phrase acmp can find: the
+        # faithful but slow _Acmp only runs on values where it found one
         automaton = ahocorasick.Automaton()
-        for lowered, phrase in self._phrases:
+        for lowered, _phrase in pairs:
             if lowered not in automaton:
-                automaton.add_word(lowered, phrase)
+                automaton.add_word(lowered, lowered)
         self._automaton: ahocorasick.Automaton | None = None
         if len(automaton):
             automaton.make_automaton()
             self._automaton = automaton
+        self._acmp = _Acmp(pairs)
 
     def match(self, value: str) -> Captures | None:
         if self._automaton is None or not value:
             return None
         lowered = _ascii_lower(value)
-        for end, _phrase in self._automaton.iter(lowered):
-            return (self._reported_text(lowered, end),)
+        for _found in self._automaton.iter(lowered):
+            reported = self._acmp.first(lowered)
+            return None if reported is None else (reported,)
         return None
-
-    def _reported_text(self, lowered: str, end: int) -> str:
-        """What v3 puts in TX.0: the text of the automaton state where the first match was
-        seen, i.e. the longest suffix of the input so far that starts some phrase (not always
-        a phrase itself: "abcd bc" on "xabcd" reports "abc"), spelled like the first phrase
-        that created it."""
-        assert self._automaton is not None
-        for start in range(max(0, end + 1 - self._longest), end + 1):
-            state = lowered[start : end + 1]
-            if self._automaton.match(state):
-                for phrase_lower, phrase in self._phrases:
-                    if phrase_lower.startswith(state):
-                        return phrase[: len(state)]
-        return lowered[end : end + 1]  # not reached: the matched phrase itself is a state
 
 
 def _pm_file_phrases(data_dir: Path, argument: str) -> list[str]:

@@ -100,6 +100,7 @@ def _seen(rows: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
     found = set()
     for row in rows:
         destination, _, port = str(row["to"]).rpartition(":")
+        port = port.replace("/HTTP", "/TCP")  # HTTP calls (through a WAF) are TCP to policy
         if row["allowed"]:
             found.add((str(row["from"]), destination, port))
     return found

@@ -24,6 +24,21 @@ HEADERS = (("Host", "x"), ("User-Agent", "ua"))
 FORM = (("Content-Type", "application/x-www-form-urlencoded"),)
 MP = (("Content-Type", "multipart/form-data; boundary=XyZ"),)
 
+# What the multipart cases compare: the flags, the body error, what was parsed, the raw
+# part headers.
+MULTIPART_PROBES = (
+    "SecRequestBodyAccess On\n"
+    'SecRule MULTIPART_STRICT_ERROR "!@eq 0" "id:1,phase:2,pass"\n'
+    'SecRule MULTIPART_INVALID_QUOTING "!@eq 0" "id:2,phase:2,pass"\n'
+    'SecRule MULTIPART_INVALID_PART "!@eq 0" "id:3,phase:2,pass"\n'
+    'SecRule REQBODY_ERROR "!@eq 0" "id:4,phase:2,pass"\n'
+    'SecRule &ARGS_POST "@eq 0" "id:5,phase:2,pass"\n'
+    'SecRule &FILES "@eq 0" "id:6,phase:2,pass"\n'
+    'SecRule MULTIPART_PART_HEADERS "@rx \\x0e" "id:7,phase:2,pass"\n'
+    'SecRule MULTIPART_PART_HEADERS "@rx \\r\\n$" "id:8,phase:2,pass"\n'
+    'SecRule REQBODY_ERROR_MSG "@rx Final boundary" "id:9,phase:2,pass"'
+)
+
 # (name, rules, uri, extra headers, body, response)
 CASES: list[tuple[str, str, str, tuple[tuple[str, str], ...], bytes, object]] = [
     (
@@ -549,16 +564,7 @@ CASES: list[tuple[str, str, str, tuple[tuple[str, str], ...], bytes, object]] = 
     ),
     (
         "a single quote inside a double-quoted filename",
-        "SecRequestBodyAccess On\n"
-        'SecRule MULTIPART_STRICT_ERROR "!@eq 0" "id:1,phase:2,pass"\n'
-        'SecRule MULTIPART_INVALID_QUOTING "!@eq 0" "id:2,phase:2,pass"\n'
-        'SecRule MULTIPART_INVALID_PART "!@eq 0" "id:3,phase:2,pass"\n'
-        'SecRule REQBODY_ERROR "!@eq 0" "id:4,phase:2,pass"\n'
-        'SecRule &ARGS_POST "@eq 0" "id:5,phase:2,pass"\n'
-        'SecRule &FILES "@eq 0" "id:6,phase:2,pass"\n'
-        'SecRule MULTIPART_PART_HEADERS "@rx \\x0e" "id:7,phase:2,pass"\n'
-        'SecRule MULTIPART_PART_HEADERS "@rx \\r\\n$" "id:8,phase:2,pass"\n'
-        'SecRule REQBODY_ERROR_MSG "@rx Final boundary" "id:9,phase:2,pass"',
+        MULTIPART_PROBES,
         "/",
         MP,
         (
@@ -569,16 +575,7 @@ CASES: list[tuple[str, str, str, tuple[tuple[str, str], ...], bytes, object]] = 
     ),
     (
         "a single quote inside a double-quoted name",
-        "SecRequestBodyAccess On\n"
-        'SecRule MULTIPART_STRICT_ERROR "!@eq 0" "id:1,phase:2,pass"\n'
-        'SecRule MULTIPART_INVALID_QUOTING "!@eq 0" "id:2,phase:2,pass"\n'
-        'SecRule MULTIPART_INVALID_PART "!@eq 0" "id:3,phase:2,pass"\n'
-        'SecRule REQBODY_ERROR "!@eq 0" "id:4,phase:2,pass"\n'
-        'SecRule &ARGS_POST "@eq 0" "id:5,phase:2,pass"\n'
-        'SecRule &FILES "@eq 0" "id:6,phase:2,pass"\n'
-        'SecRule MULTIPART_PART_HEADERS "@rx \\x0e" "id:7,phase:2,pass"\n'
-        'SecRule MULTIPART_PART_HEADERS "@rx \\r\\n$" "id:8,phase:2,pass"\n'
-        'SecRule REQBODY_ERROR_MSG "@rx Final boundary" "id:9,phase:2,pass"',
+        MULTIPART_PROBES,
         "/",
         MP,
         b'--XyZ\r\nContent-Disposition: form-data; name="a\'b"\r\n\r\nv\r\n--XyZ--\r\n',
@@ -586,16 +583,7 @@ CASES: list[tuple[str, str, str, tuple[tuple[str, str], ...], bytes, object]] = 
     ),
     (
         "a single quote in an unquoted name",
-        "SecRequestBodyAccess On\n"
-        'SecRule MULTIPART_STRICT_ERROR "!@eq 0" "id:1,phase:2,pass"\n'
-        'SecRule MULTIPART_INVALID_QUOTING "!@eq 0" "id:2,phase:2,pass"\n'
-        'SecRule MULTIPART_INVALID_PART "!@eq 0" "id:3,phase:2,pass"\n'
-        'SecRule REQBODY_ERROR "!@eq 0" "id:4,phase:2,pass"\n'
-        'SecRule &ARGS_POST "@eq 0" "id:5,phase:2,pass"\n'
-        'SecRule &FILES "@eq 0" "id:6,phase:2,pass"\n'
-        'SecRule MULTIPART_PART_HEADERS "@rx \\x0e" "id:7,phase:2,pass"\n'
-        'SecRule MULTIPART_PART_HEADERS "@rx \\r\\n$" "id:8,phase:2,pass"\n'
-        'SecRule REQBODY_ERROR_MSG "@rx Final boundary" "id:9,phase:2,pass"',
+        MULTIPART_PROBES,
         "/",
         MP,
         b"--XyZ\r\nContent-Disposition: form-data; name=a'b\r\n\r\nv\r\n--XyZ--\r\n",
@@ -603,16 +591,7 @@ CASES: list[tuple[str, str, str, tuple[tuple[str, str], ...], bytes, object]] = 
     ),
     (
         "a 0x0e byte in a part header name",
-        "SecRequestBodyAccess On\n"
-        'SecRule MULTIPART_STRICT_ERROR "!@eq 0" "id:1,phase:2,pass"\n'
-        'SecRule MULTIPART_INVALID_QUOTING "!@eq 0" "id:2,phase:2,pass"\n'
-        'SecRule MULTIPART_INVALID_PART "!@eq 0" "id:3,phase:2,pass"\n'
-        'SecRule REQBODY_ERROR "!@eq 0" "id:4,phase:2,pass"\n'
-        'SecRule &ARGS_POST "@eq 0" "id:5,phase:2,pass"\n'
-        'SecRule &FILES "@eq 0" "id:6,phase:2,pass"\n'
-        'SecRule MULTIPART_PART_HEADERS "@rx \\x0e" "id:7,phase:2,pass"\n'
-        'SecRule MULTIPART_PART_HEADERS "@rx \\r\\n$" "id:8,phase:2,pass"\n'
-        'SecRule REQBODY_ERROR_MSG "@rx Final boundary" "id:9,phase:2,pass"',
+        MULTIPART_PROBES,
         "/",
         MP,
         (
@@ -623,16 +602,7 @@ CASES: list[tuple[str, str, str, tuple[tuple[str, str], ...], bytes, object]] = 
     ),
     (
         "a bad Content-Disposition stops the multipart parser",
-        "SecRequestBodyAccess On\n"
-        'SecRule MULTIPART_STRICT_ERROR "!@eq 0" "id:1,phase:2,pass"\n'
-        'SecRule MULTIPART_INVALID_QUOTING "!@eq 0" "id:2,phase:2,pass"\n'
-        'SecRule MULTIPART_INVALID_PART "!@eq 0" "id:3,phase:2,pass"\n'
-        'SecRule REQBODY_ERROR "!@eq 0" "id:4,phase:2,pass"\n'
-        'SecRule &ARGS_POST "@eq 0" "id:5,phase:2,pass"\n'
-        'SecRule &FILES "@eq 0" "id:6,phase:2,pass"\n'
-        'SecRule MULTIPART_PART_HEADERS "@rx \\x0e" "id:7,phase:2,pass"\n'
-        'SecRule MULTIPART_PART_HEADERS "@rx \\r\\n$" "id:8,phase:2,pass"\n'
-        'SecRule REQBODY_ERROR_MSG "@rx Final boundary" "id:9,phase:2,pass"',
+        MULTIPART_PROBES,
         "/",
         MP,
         (
@@ -644,16 +614,7 @@ CASES: list[tuple[str, str, str, tuple[tuple[str, str], ...], bytes, object]] = 
     ),
     (
         "multipart header errors keep the parts",
-        "SecRequestBodyAccess On\n"
-        'SecRule MULTIPART_STRICT_ERROR "!@eq 0" "id:1,phase:2,pass"\n'
-        'SecRule MULTIPART_INVALID_QUOTING "!@eq 0" "id:2,phase:2,pass"\n'
-        'SecRule MULTIPART_INVALID_PART "!@eq 0" "id:3,phase:2,pass"\n'
-        'SecRule REQBODY_ERROR "!@eq 0" "id:4,phase:2,pass"\n'
-        'SecRule &ARGS_POST "@eq 0" "id:5,phase:2,pass"\n'
-        'SecRule &FILES "@eq 0" "id:6,phase:2,pass"\n'
-        'SecRule MULTIPART_PART_HEADERS "@rx \\x0e" "id:7,phase:2,pass"\n'
-        'SecRule MULTIPART_PART_HEADERS "@rx \\r\\n$" "id:8,phase:2,pass"\n'
-        'SecRule REQBODY_ERROR_MSG "@rx Final boundary" "id:9,phase:2,pass"',
+        MULTIPART_PROBES,
         "/",
         MP,
         (

@@ -6,7 +6,7 @@ NCA_VENV := .venv-nca
 BIN := $(VENV)/bin
 APT_PACKAGES := etcd-server nftables iproute2 iperf3 chromium gcc nginx libnginx-mod-http-modsecurity wrk
 
-.PHONY: all install system-deps demo test lint typecheck unit bench clean fuzz
+.PHONY: all install system-deps native demo test lint typecheck unit bench clean fuzz
 
 all: test
 
@@ -41,9 +41,14 @@ console/node_modules/.installed: console/package.json console/package-lock.json
 	cd console && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: system-deps $(VENV)/.installed $(NCA_VENV)/.installed console/node_modules/.installed
+# The WAF's hot modules compiled with mypyc into .native/<hash of their sources> (a no-op when
+# that build exists; without it, or after an edit, the same modules run as plain Python).
+native: $(VENV)/.installed
+	$(BIN)/python -c 'import sys; from palisade.waf._native import main; sys.exit(main(["build"]))'
 
-demo: system-deps $(VENV)/.installed console/node_modules/.installed
+install: system-deps $(VENV)/.installed $(NCA_VENV)/.installed console/node_modules/.installed native
+
+demo: system-deps $(VENV)/.installed console/node_modules/.installed native
 	$(BIN)/palisade demo examples/
 
 lint: install
@@ -66,4 +71,4 @@ bench: install
 	$(BIN)/python bench/policy_bench.py
 
 clean:
-	rm -rf $(VENV) $(NCA_VENV) console/node_modules .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(NCA_VENV) .native console/node_modules .mypy_cache .pytest_cache .ruff_cache

@@ -7,8 +7,18 @@ request, and optionally its response, through phases 1-5 and returns a :class:`W
 ext_authz front ends, the go-ftw runner and Security Events are built on this API.
 """
 
-from ._engine import RuleMatch, WafEngine, WafLoadError, WafResult
-from ._http import HttpParseError, HttpRequest, HttpResponse, parse_request, parse_response
+from . import _native
+
+_native.activate(__path__)  # the compiled engine, when built from these very sources
+
+from ._engine import RuleMatch, WafEngine, WafLoadError, WafResult  # noqa: E402
+from ._http import (  # noqa: E402
+    HttpParseError,
+    HttpRequest,
+    HttpResponse,
+    parse_request,
+    parse_response,
+)
 
 __all__ = [
     "HttpParseError",

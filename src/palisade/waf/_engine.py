@@ -22,6 +22,7 @@ import itertools
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from ._rules import Ctl, Rule, RuleSet, SetVar, Target
 from ._transforms import get_transformation
 
 if TYPE_CHECKING:
+    from ._accel import RxAccelerator
     from ._body import BodyResult
 
 _SEVERITY_NAMES = (
@@ -186,6 +188,9 @@ class Transaction:
         self._removed_map: dict[int, tuple[Target, ...]] = {}
         self._indexes: dict[str, dict[str, Items]] = {}
         self._masks: dict[str, int] = {}
+        self.accel: RxAccelerator | None = engine.accel
+        self._accel_masks: dict[str, int] = {}
+        self._slots: list[_Candidates | None] = []
 
     # ------------------------------------------------------------------ driving
 
@@ -293,9 +298,11 @@ class Transaction:
             return
         if self.allow_type == "request" and phase <= 2:
             return
-        self.allow_type = None
+        self._end_allow()
         self._value_cache.clear()
         self._candidate_cache.clear()
+        self._slots = [None] * self.engine.slot_count
+        evaluate = self._evaluate_rule
         for rule in self.ruleset.phases[phase]:
             if self.marker is not None:
                 if rule.kind == "marker" and rule.marker == self.marker:
@@ -306,18 +313,19 @@ class Transaction:
                 continue
             if self.allow_type is not None:
                 continue
-            if rule.kind == "marker":
+            kind = rule.kind
+            if kind == "marker":
                 continue
             if (
                 self.removed_ids
-                and rule.kind == "rule"  # v3 checks ctl:ruleRemoveById in SecRule only
+                and kind == "rule"  # v3 checks ctl:ruleRemoveById in SecRule only
                 and any(lo <= rule.id <= hi for lo, hi in self.removed_ids)
             ):
                 continue
             if self.removed_tags and any(tag in rule.tags for tag in self.removed_tags):
                 continue
             try:
-                self._evaluate_rule(rule)
+                evaluate(rule)
             except Exception as exc:  # a faulty operator or transformation must not end
                 # the evaluation of everything else (ModSecurity carries on as well)
                 log.exception("WAF rule %s failed", rule.id)
@@ -325,23 +333,37 @@ class Transaction:
             if self.interrupted:
                 break
 
+    def _end_allow(self) -> None:
+        # A method of its own: an assignment of None in _evaluate_phase would let mypy (and
+        # so mypyc) take allow_type for None throughout the loop, where rules set it.
+        self.allow_type = None
+
     # ------------------------------------------------------------------ rules
 
     def _evaluate_rule(self, rule: Rule) -> None:
-        state = _MessageState()
         if rule.kind == "action":
+            state = _MessageState()
             for setvar in rule.setvars:
                 self._setvar(setvar, rule)
             self._after_full_match(rule, rule, state)
             self._record(rule, state)
             return
-        if self._evaluate_link(rule, rule, state) and (not rule.multi_match or state.disruptive):
+        matched = self._evaluate_link(rule, rule, None)
+        if matched is not None and (not rule.multi_match or matched.disruptive):
             # a multiMatch rule was logged value by value already (v3); an interruption
             # still gets its own line
-            self._record(rule, state)
+            self._record(rule, matched)
 
-    def _evaluate_link(self, link: Rule, top: Rule, state: _MessageState) -> bool:
-        matched = False
+    def _evaluate_link(
+        self, link: Rule, top: Rule, state: _MessageState | None
+    ) -> _MessageState | None:
+        """The link's match (and its chain's), or None. ``state`` is created at the first
+        matching value: most links match nothing and pay for nothing."""
+        candidates = self._candidates(link, top)
+        pairs = candidates.pairs
+        if not pairs:  # nothing to test: no match, negated or not
+            self._clear_matched()
+            return None
         operator = link.operator
         if operator is None and link.operator_macro is not None:
             argument = link.operator_macro.expand(self._resolver(top))
@@ -350,26 +372,37 @@ class Transaction:
             argument = link.operator_arg
         match = operator.match
         negated = link.operator_negated
+        # The screen: a bit mask per value of the patterns that may match it (Hyperscan in
+        # pre-filter mode) or of the literals it holds; a value without the link's bit cannot
+        # match, a candidate list without it in its union is skipped whole.
+        required = 0
+        mask_of = self._literal_mask
+        if not negated:
+            if self.accel is not None and link.accel_bit:
+                required = link.accel_bit
+                mask_of = self._accel_mask
+                union = candidates.accel_union
+                if union is None:
+                    union = candidates.accel_union = _union(mask_of, pairs)
+                if not union & required:
+                    self._clear_matched()
+                    return None
+            elif link.prefilter_mask:
+                required = link.prefilter_mask
+                union = candidates.union
+                if union is None:
+                    union = candidates.union = _union(mask_of, pairs)
+                if not union & required:
+                    self._clear_matched()
+                    return None
         # v3 writes TX.0.. only for the operators that capture (rx, pm, detectSQLi, …); the
         # others leave TX alone even with `capture`.
         capture = link.capture and operator.name in SETS_TX_CAPTURES
-        required = link.prefilter_mask
-        candidates = self._candidates(link, top)
-        if required and not negated:
-            union = candidates.union
-            if union is None:
-                union = 0
-                for _, candidate in candidates.pairs:
-                    union |= self._literal_mask(candidate)
-                candidates.union = union
-            if not union & required:
-                self._clear_matched()
-                return False
-        for name, candidate in candidates.pairs:
-            if required and not (self._literal_mask(candidate) & required):
-                result = None  # none of the literals every match needs is there
-            else:
-                result = match(candidate)
+        matched = False
+        for name, candidate in pairs:
+            if required and not (mask_of(candidate) & required):
+                continue  # the screen rules this value out (``required`` implies not negated)
+            result = match(candidate)
             if negated:
                 if result is not None:
                     continue
@@ -382,6 +415,8 @@ class Transaction:
                     if index and not text:
                         continue  # a group that took no part in the match: v3 keeps TX.n
                     tx[str(index)] = (str(index), text)
+            if state is None:
+                state = _MessageState()
             self.matched_var = candidate
             self.matched_var_name = name
             self.matched_vars.append((name, candidate))
@@ -392,13 +427,15 @@ class Transaction:
             if link is top and link.multi_match:
                 self._record_value_match(top, state)
             matched = True
-        if not matched:
+        if not matched or state is None:
             self._clear_matched()
-            return False
-        if link.chained and (link.chain is None or not self._evaluate_link(link.chain, top, state)):
-            return False
+            return None
+        if link.chained and (
+            link.chain is None or self._evaluate_link(link.chain, top, state) is None
+        ):
+            return None
         self._after_full_match(link, top, state)
-        return True
+        return state
 
     def _clear_matched(self) -> None:
         """A rule that does not match clears MATCHED_VAR* (v3's cleanMatchedVars)."""
@@ -411,12 +448,30 @@ class Transaction:
         """(variable name, value to test) pairs of a link, transformations applied.
 
         Rules that read the same static variables share the values, and those that also
-        share the transformation chain share the transformed values.
+        share the transformation chain share the transformed values (in a slot per phase).
+        A link that reads one TX variable reads it directly.
         """
-        key = link.values_key
-        node = link.transform_node
         # ctl:ruleRemoveTarget* concerns the rule with the id (v3: not its chained links)
         removed = self._removed_map.get(top.id, ()) if self._removed_map and link is top else ()
+        node = link.transform_node
+        if not removed:
+            tx_key = link.tx_key
+            if tx_key is not None:
+                entry = self.tx.get(tx_key)
+                if entry is None:
+                    return _Candidates([])
+                value = entry[1]
+                if node:
+                    value = self._transform(node, value)
+                return _Candidates([("TX:" + entry[0], value)])
+            slot = link.slot
+            if slot >= 0:
+                cached = self._slots[slot]
+                if cached is not None:
+                    return cached
+        else:
+            slot = -1
+        key = link.values_key
         if key >= 0:
             version = self.version if link.versioned else 0
             candidate_key = (key, removed, -1 - node if link.multi_match else node, version)
@@ -437,7 +492,9 @@ class Transaction:
             transform = self._transform
             pairs = [(n, transform(node, v)) for n, v in values]
         candidates = _Candidates(pairs)
-        if key >= 0:
+        if slot >= 0:
+            self._slots[slot] = candidates
+        elif key >= 0:
             self._candidate_cache[candidate_key] = candidates
         return candidates
 
@@ -448,6 +505,18 @@ class Transaction:
         for target in link.targets:
             out.extend(self._values(target, link, removed))
         return out
+
+    def _accel_mask(self, value: str) -> int:
+        mask = self._accel_masks.get(value)
+        if mask is None:
+            accel = self.accel
+            assert accel is not None
+            try:
+                mask = accel.scan(value) | accel.always
+            except UnicodeEncodeError:  # not bytes: let the exact match decide
+                mask = -1
+            self._accel_masks[value] = mask
+        return mask
 
     def _literal_mask(self, value: str) -> int:
         mask = self._masks.get(value)
@@ -1026,6 +1095,14 @@ _UNCACHED = frozenset(
 class _Candidates:
     pairs: list[tuple[str, str]]
     union: int | None = None  # pre-filter literals present in any of the values
+    accel_union: int | None = None  # patterns that may match one of the values
+
+
+def _union(mask_of: Callable[[str], int], pairs: list[tuple[str, str]]) -> int:
+    union = 0
+    for _, value in pairs:
+        union |= mask_of(value)
+    return union
 
 
 @dataclass(slots=True)
@@ -1101,6 +1178,14 @@ def _clip(text: str, limit: int = 200) -> str:
     return f"{text[:limit]} ({len(text) - limit} characters omitted)"
 
 
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _init_scalars() -> None:
     from ._rules import SCALARS
 
@@ -1151,7 +1236,11 @@ class WafEngine:
         self.prefilter = Prefilter()
         self.persistent: dict[str, dict[str, tuple[str, str]]] = {}
         self._macro_operators: dict[tuple[int, str], Any] = {}
+        self.accel: RxAccelerator | None = None  # set once the Hyperscan database is ready
+        self.accel_patterns: list[str] = []  # the @rx patterns the accelerator screens for
+        self._accel_thread: threading.Thread | None = None
         value_keys: dict[tuple[tuple[Target, ...], tuple[Target, ...]], int] = {}
+        slots: dict[tuple[int, int, bool], int] = {}
         for phase_rules in ruleset.phases.values():
             for rule in phase_rules:
                 link: Rule | None = rule
@@ -1162,12 +1251,29 @@ class WafEngine:
                         signature = (link.targets, link.exclusions)
                         link.values_key = value_keys.setdefault(signature, len(value_keys))
                         link.versioned = bool(collections & _VERSIONED)
+                        if not link.versioned:
+                            slot_key = (link.values_key, link.transform_node, link.multi_match)
+                            link.slot = slots.setdefault(slot_key, len(slots))
+                    if len(link.targets) == 1 and not link.exclusions and not link.multi_match:
+                        only = link.targets[0]
+                        if (
+                            only.collection == "TX"
+                            and only.key is not None
+                            and only.pattern is None
+                            and not only.count
+                            and not only.exclude
+                        ):
+                            link.tx_key = only.key
                     if prefilter and link.operator_name.lower() == "rx" and link.operator:
                         literals = required_literals(link.operator_arg)
                         if literals:
                             link.prefilter_mask = self.prefilter.mask_for(literals)
+                        if not link.operator_negated and _latin1(link.operator_arg):
+                            link.accel_bit = 1 << len(self.accel_patterns)
+                            self.accel_patterns.append(link.operator_arg)
                     link = link.chain
         self.prefilter.freeze()
+        self.slot_count = len(slots)
         self.rules_by_tag: dict[str, list[Rule]] = {}
         ordered: list[Rule] = []
         for phase_rules in ruleset.phases.values():
@@ -1189,7 +1295,14 @@ class WafEngine:
         before: str = "",
         after: str = "",
         prefilter: bool = True,
+        accelerate: str = "off",
     ) -> WafEngine:
+        """Read, compile and index the rule files (every problem → :class:`WafLoadError`).
+
+        ``accelerate`` builds the Hyperscan pre-filter for the ``@rx`` rules: ``"wait"``
+        before returning, ``"background"`` on a thread (evaluations use it once ready), or
+        ``"off"``. Built databases are cached on disk, so only the first load of a rule set
+        pays for the compilation."""
         from pathlib import Path
 
         from ._rules import compile_directives
@@ -1208,7 +1321,40 @@ class WafEngine:
         all_problems = reader.problems + problems
         if all_problems:
             raise WafLoadError(all_problems)
-        return cls(ruleset, prefilter=prefilter)
+        engine = cls(ruleset, prefilter=prefilter)
+        engine.accelerate(accelerate)
+        return engine
+
+    def accelerate(self, mode: str = "background") -> None:
+        """Build the Hyperscan pre-filter (see :meth:`load`); without the ``hyperscan``
+        module, or when the build fails, the engine goes on with its literal pre-filter."""
+        if mode not in ("off", "background", "wait"):
+            raise ValueError(f"accelerate: 'off', 'background' or 'wait', not {mode!r}")
+        if mode == "off" or not self.accel_patterns or self.accel is not None:
+            return
+        from . import _accel
+
+        if not _accel.available():
+            log.warning("hyperscan is not installed: the WAF runs without its @rx pre-filter")
+            return
+        if mode == "wait":
+            try:
+                self.accel = _accel.RxAccelerator.build(self.accel_patterns)
+            except Exception:
+                log.exception("the WAF's @rx pre-filter could not be built")
+            return
+
+        def ready(accelerator: RxAccelerator) -> None:
+            self.accel = accelerator
+
+        self._accel_thread = _accel.RxAccelerator.start(self.accel_patterns, on_ready=ready)
+
+    def wait_accelerated(self, timeout: float | None = None) -> bool:
+        """Wait for a background pre-filter build; True when the engine uses it."""
+        thread = self._accel_thread
+        if thread is not None:
+            thread.join(timeout)
+        return self.accel is not None
 
     @property
     def rule_engine(self) -> str:

@@ -323,6 +323,9 @@ class Rule:
     values_key: int = -1  # shared id of (targets, exclusions) when they are static
     versioned: bool = False  # reads variables that setvar/capture/ctl change
     prefilter_mask: int = 0  # literals one of which a value needs for the operator to match
+    accel_bit: int = 0  # this link's pattern in the engine's Hyperscan pre-filter
+    slot: int = -1  # per-phase cache slot of the transformed values (static variables)
+    tx_key: str | None = None  # the one TX variable the link reads (fast path)
     msg: Macro | None = None
     logdata: Macro | None = None
     tags: tuple[str, ...] = ()
@@ -636,8 +639,8 @@ def apply_actions(rule: Rule, actions: list[tuple[str, str | None]], problems: l
                 if tname.lower() != "none":
                     try:
                         get_transformation(tname)
-                    except UnknownTransformation as exc:
-                        raise _ActionError(f"unknown transformation {tname!r}: {exc}") from None
+                    except UnknownTransformation as unknown:
+                        raise _ActionError(f"unknown transformation {tname!r}: {unknown}") from None
                 transformations.append("none" if tname.lower() == "none" else tname)
             elif name == "chain":
                 rule.chained = True

@@ -22,7 +22,6 @@ import itertools
 import logging
 import os
 import re
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -36,7 +35,6 @@ from ._rules import Ctl, Rule, RuleSet, SetVar, Target
 from ._transforms import get_transformation
 
 if TYPE_CHECKING:
-    from ._accel import RxAccelerator
     from ._body import BodyResult
 
 _SEVERITY_NAMES = (
@@ -188,8 +186,6 @@ class Transaction:
         self._removed_map: dict[int, tuple[Target, ...]] = {}
         self._indexes: dict[str, dict[str, Items]] = {}
         self._masks: dict[str, int] = {}
-        self.accel: RxAccelerator | None = engine.accel
-        self._accel_masks: dict[str, int] = {}
         self._slots: list[_Candidates | None] = []
 
     # ------------------------------------------------------------------ driving
@@ -372,36 +368,23 @@ class Transaction:
             argument = link.operator_arg
         match = operator.match
         negated = link.operator_negated
-        # The screen: a bit mask per value of the patterns that may match it (Hyperscan in
-        # pre-filter mode) or of the literals it holds; a value without the link's bit cannot
-        # match, a candidate list without it in its union is skipped whole.
-        required = 0
-        mask_of = self._literal_mask
-        if not negated:
-            if self.accel is not None and link.accel_bit:
-                required = link.accel_bit
-                mask_of = self._accel_mask
-                union = candidates.accel_union
-                if union is None:
-                    union = candidates.accel_union = _union(mask_of, pairs)
-                if not union & required:
-                    self._clear_matched()
-                    return None
-            elif link.prefilter_mask:
-                required = link.prefilter_mask
-                union = candidates.union
-                if union is None:
-                    union = candidates.union = _union(mask_of, pairs)
-                if not union & required:
-                    self._clear_matched()
-                    return None
+        # The literal pre-filter: a value that holds none of the literals every match of
+        # the pattern needs cannot match; a candidate list without them is skipped whole.
+        required = link.prefilter_mask if not negated else 0
+        if required:
+            union = candidates.union
+            if union is None:
+                union = candidates.union = _union(self._literal_mask, pairs)
+            if not union & required:
+                self._clear_matched()
+                return None
         # v3 writes TX.0.. only for the operators that capture (rx, pm, detectSQLi, …); the
         # others leave TX alone even with `capture`.
         capture = link.capture and operator.name in SETS_TX_CAPTURES
         matched = False
         for name, candidate in pairs:
-            if required and not (mask_of(candidate) & required):
-                continue  # the screen rules this value out (``required`` implies not negated)
+            if required and not (self._literal_mask(candidate) & required):
+                continue  # none of the literals is there (``required`` implies not negated)
             result = match(candidate)
             if negated:
                 if result is not None:
@@ -505,18 +488,6 @@ class Transaction:
         for target in link.targets:
             out.extend(self._values(target, link, removed))
         return out
-
-    def _accel_mask(self, value: str) -> int:
-        mask = self._accel_masks.get(value)
-        if mask is None:
-            accel = self.accel
-            assert accel is not None
-            try:
-                mask = accel.scan(value) | accel.always
-            except UnicodeEncodeError:  # not bytes: let the exact match decide
-                mask = -1
-            self._accel_masks[value] = mask
-        return mask
 
     def _literal_mask(self, value: str) -> int:
         mask = self._masks.get(value)
@@ -1095,7 +1066,6 @@ _UNCACHED = frozenset(
 class _Candidates:
     pairs: list[tuple[str, str]]
     union: int | None = None  # pre-filter literals present in any of the values
-    accel_union: int | None = None  # patterns that may match one of the values
 
 
 def _union(mask_of: Callable[[str], int], pairs: list[tuple[str, str]]) -> int:
@@ -1178,14 +1148,6 @@ def _clip(text: str, limit: int = 200) -> str:
     return f"{text[:limit]} ({len(text) - limit} characters omitted)"
 
 
-def _latin1(text: str) -> bool:
-    try:
-        text.encode("latin-1")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _init_scalars() -> None:
     from ._rules import SCALARS
 
@@ -1236,9 +1198,6 @@ class WafEngine:
         self.prefilter = Prefilter()
         self.persistent: dict[str, dict[str, tuple[str, str]]] = {}
         self._macro_operators: dict[tuple[int, str], Any] = {}
-        self.accel: RxAccelerator | None = None  # set once the Hyperscan database is ready
-        self.accel_patterns: list[str] = []  # the @rx patterns the accelerator screens for
-        self._accel_thread: threading.Thread | None = None
         value_keys: dict[tuple[tuple[Target, ...], tuple[Target, ...]], int] = {}
         slots: dict[tuple[int, int, bool], int] = {}
         for phase_rules in ruleset.phases.values():
@@ -1268,9 +1227,6 @@ class WafEngine:
                         literals = required_literals(link.operator_arg)
                         if literals:
                             link.prefilter_mask = self.prefilter.mask_for(literals)
-                        if not link.operator_negated and _latin1(link.operator_arg):
-                            link.accel_bit = 1 << len(self.accel_patterns)
-                            self.accel_patterns.append(link.operator_arg)
                     link = link.chain
         self.prefilter.freeze()
         self.slot_count = len(slots)
@@ -1295,14 +1251,7 @@ class WafEngine:
         before: str = "",
         after: str = "",
         prefilter: bool = True,
-        accelerate: str = "off",
     ) -> WafEngine:
-        """Read, compile and index the rule files (every problem → :class:`WafLoadError`).
-
-        ``accelerate`` builds the Hyperscan pre-filter for the ``@rx`` rules: ``"wait"``
-        before returning, ``"background"`` on a thread (evaluations use it once ready), or
-        ``"off"``. Built databases are cached on disk, so only the first load of a rule set
-        pays for the compilation."""
         from pathlib import Path
 
         from ._rules import compile_directives
@@ -1321,40 +1270,7 @@ class WafEngine:
         all_problems = reader.problems + problems
         if all_problems:
             raise WafLoadError(all_problems)
-        engine = cls(ruleset, prefilter=prefilter)
-        engine.accelerate(accelerate)
-        return engine
-
-    def accelerate(self, mode: str = "background") -> None:
-        """Build the Hyperscan pre-filter (see :meth:`load`); without the ``hyperscan``
-        module, or when the build fails, the engine goes on with its literal pre-filter."""
-        if mode not in ("off", "background", "wait"):
-            raise ValueError(f"accelerate: 'off', 'background' or 'wait', not {mode!r}")
-        if mode == "off" or not self.accel_patterns or self.accel is not None:
-            return
-        from . import _accel
-
-        if not _accel.available():
-            log.warning("hyperscan is not installed: the WAF runs without its @rx pre-filter")
-            return
-        if mode == "wait":
-            try:
-                self.accel = _accel.RxAccelerator.build(self.accel_patterns)
-            except Exception:
-                log.exception("the WAF's @rx pre-filter could not be built")
-            return
-
-        def ready(accelerator: RxAccelerator) -> None:
-            self.accel = accelerator
-
-        self._accel_thread = _accel.RxAccelerator.start(self.accel_patterns, on_ready=ready)
-
-    def wait_accelerated(self, timeout: float | None = None) -> bool:
-        """Wait for a background pre-filter build; True when the engine uses it."""
-        thread = self._accel_thread
-        if thread is not None:
-            thread.join(timeout)
-        return self.accel is not None
+        return cls(ruleset, prefilter=prefilter)
 
     @property
     def rule_engine(self) -> str:

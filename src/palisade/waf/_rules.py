@@ -323,7 +323,6 @@ class Rule:
     values_key: int = -1  # shared id of (targets, exclusions) when they are static
     versioned: bool = False  # reads variables that setvar/capture/ctl change
     prefilter_mask: int = 0  # literals one of which a value needs for the operator to match
-    accel_bit: int = 0  # this link's pattern in the engine's Hyperscan pre-filter
     slot: int = -1  # per-phase cache slot of the transformed values (static variables)
     tx_key: str | None = None  # the one TX variable the link reads (fast path)
     msg: Macro | None = None

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_THREADS = 4  # palisade.waf._front_engine.DEFAULT_THREADS
+DEFAULT_THREADS = 0  # palisade.waf._front_engine.DEFAULT_THREADS: on the event loop's thread
 SHARED = ROOT.parent / "shared"
 BASELINE = SHARED / "bench" / "waf-baseline"
 CRS = SHARED / "data" / "crs"

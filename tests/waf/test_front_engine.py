@@ -7,6 +7,9 @@ import asyncio
 import random
 import threading
 import time
+from pathlib import Path
+
+import pytest
 
 from palisade.waf import HttpRequest, HttpResponse
 from palisade.waf._front_engine import EngineSlot, Outcome
@@ -70,3 +73,44 @@ def test_a_cut_evaluation_stops_burning_cpu() -> None:
             slot.stop()
 
     asyncio.run(scenario())
+
+
+def _heavy_crs_request() -> HttpRequest:
+    body = "&".join(f"field{i}=" + "words+and+more+words+" * 5 for i in range(950)).encode()
+    headers = (
+        ("Host", "localhost"),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Content-Length", str(len(body))),
+    )
+    return HttpRequest("POST", "/form", "HTTP/1.1", headers, body)
+
+
+@pytest.mark.parametrize("threads", [0, 1])
+def test_the_budget_preempts_the_real_crs_engine(threads: int) -> None:
+    """The compiled engine (make native) spends its time in C; the budget must still stop
+    it mid-evaluation rather than after it — on the loop's thread (SIGPROF) and on a worker
+    thread (asynchronous exception) alike."""
+    from palisade.waf import _native
+    from palisade.waf._ftw import load_crs_engine
+
+    crs = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "crs"
+    if not crs.is_dir():
+        pytest.skip(f"the CRS is not here ({crs})")
+    engine = load_crs_engine(crs)
+    heavy = _heavy_crs_request()
+    started = time.monotonic()
+    engine.evaluate(heavy)
+    full = time.monotonic() - started
+    assert full > 0.1, f"the request must be heavy enough to interrupt ({full:.3f} s)"
+    slot = EngineSlot(lambda: engine, fail_open=False, budget=full / 20, threads=threads)
+    slot.start()
+    try:
+        started = time.monotonic()
+        verdict = asyncio.run(slot.evaluate(heavy))
+        elapsed = time.monotonic() - started
+    finally:
+        slot.stop()
+    assert verdict.outcome is Outcome.FAIL_CLOSED and verdict.status == 503
+    assert "budget" in verdict.reason
+    # interrupted well before the evaluation's own end (native: {_native.active()})
+    assert elapsed < full / 2, (elapsed, full, _native.active())

@@ -8,13 +8,14 @@ and turns one evaluation into a :class:`Verdict`:
 - otherwise — it raised, or ran past ``budget`` seconds — the configured failure policy:
   *open* lets the request through, *closed* answers 503.
 
-Evaluations run on worker threads by default (``threads``), where a watchdog enforces the
-budget in wall-clock time from the evaluation's start; with ``threads=0`` they run on the
-event loop's thread, where a ``SIGPROF`` interval timer enforces it in process CPU time (main
-thread only; elsewhere it is checked after the fact). Either way the budget is preemptive:
-:class:`EvaluationTimeout` is raised inside the engine's Python code (a long C call, such as
-one PCRE2 match, ends first). It derives from ``BaseException`` so that an engine's
-``except Exception`` cannot swallow it.
+Evaluations run on the event loop's thread by default (``threads=0``), where a ``SIGPROF``
+interval timer enforces the budget in process CPU time (main thread only; elsewhere it is
+checked after the fact); with ``threads`` > 0 they run on worker threads, where a watchdog
+enforces it in wall-clock time from the evaluation's start. Either way the budget is
+preemptive: :class:`EvaluationTimeout` is raised inside the engine's code at its next check
+for signals (a long C call, such as one PCRE2 match, ends first; the mypyc-compiled engine
+reaches such checks often enough — a test holds it to that). It derives from
+``BaseException`` so that an engine's ``except Exception`` cannot swallow it.
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ from palisade.waf._http import HttpRequest, HttpResponse
 log = logging.getLogger("palisade.waf.front")
 
 DEFAULT_BUDGET = 0.5  # seconds per evaluation; CRS v4 PL1 needs a few ms
-DEFAULT_THREADS = 4  # evaluation threads (bench: 4 beat 1 and the loop's own thread)
+# Evaluation threads. 0 = on the event loop's thread: with the compiled engine (~0.6 ms for
+# a benign GET) the hand-off to a pool and the GIL's switching cost more than they overlap
+# (bench, interleaved runs: GET 892 req/s with 0, 573 with 1, 602 with 4 threads).
+DEFAULT_THREADS = 0
 
 
 class WafResultLike(Protocol):
@@ -222,10 +226,10 @@ class _ThreadBudget:
 class EngineSlot:
     """The current engine plus the failure policy; shared by all connections of a server.
 
-    ``threads`` > 0 evaluates on that many worker threads (measured faster than the event
-    loop's thread: PCRE2 matching releases the GIL, and the loop's socket work overlaps the
-    evaluations), with a wall-clock budget per evaluation; ``threads=0`` evaluates on the
-    event loop's thread with a CPU-time budget."""
+    ``threads`` > 0 evaluates on that many worker threads, with a wall-clock budget per
+    evaluation (for engines slow enough that overlapping the loop's socket work pays for
+    the hand-off); ``threads=0`` (the default) evaluates on the event loop's thread with a
+    CPU-time budget."""
 
     def __init__(
         self,

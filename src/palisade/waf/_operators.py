@@ -33,6 +33,8 @@ import libinjection
 import pcre2
 from pcre2 import _cy as _pcre2_cy
 
+from ._raw import raw as _raw
+
 __all__ = [
     "SETS_TX_CAPTURES",
     "Operator",
@@ -92,23 +94,6 @@ def _to_bytes(text: str) -> bytes:
     except UnicodeEncodeError:
         # An argument decoded as UTF-8 by a caller: its bytes are the UTF-8 encoding.
         return text.encode("utf-8")
-
-
-class _RawBytes(str):
-    """A ``str`` whose ``encode()`` yields its code points as bytes.
-
-    The libinjection binding encodes its argument as UTF-8; v3 hands libinjection the raw
-    bytes, so values with bytes ≥ 0x80 go through this wrapper to keep them single bytes.
-    """
-
-    __slots__ = ()
-
-    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
-        return str.encode(self, "latin-1")
-
-
-def _raw(value: str) -> str:
-    return value if value.isascii() else _RawBytes(value)
 
 
 def _read_data_file(data_dir: Path, argument: str) -> list[str]:

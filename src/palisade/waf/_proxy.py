@@ -12,9 +12,9 @@ answered in order): read the head and the whole body (Content-Length or chunked,
   streamed back, or — with ``inspect_response`` — buffered up to the response-body limit and
   evaluated through the response phases first.
 
-Evaluations run on a few worker threads (``threads``, 4 by default): measured against the
-event loop's own thread they gave more requests/s, since PCRE2 matching releases the GIL and
-the loop's socket work overlaps them (``threads=0`` evaluates on the loop's thread).
+Evaluations run on the event loop's thread by default: with the compiled engine, handing
+them to worker threads (``threads`` > 0) cost more in hand-offs and GIL switches than the
+overlap with the loop's socket work gained (bench: 892 vs 573–602 benign GETs/s).
 ``workers > 1`` forks that many processes after the engine is loaded (its compiled rules are
 shared copy-on-write), each with its own ``SO_REUSEPORT`` listening socket on the same
 address, so the kernel spreads connections.

@@ -4,7 +4,10 @@ right at the deadline."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -75,42 +78,61 @@ def test_a_cut_evaluation_stops_burning_cpu() -> None:
     asyncio.run(scenario())
 
 
-def _heavy_crs_request() -> HttpRequest:
-    body = "&".join(f"field{i}=" + "words+and+more+words+" * 5 for i in range(950)).encode()
-    headers = (
-        ("Host", "localhost"),
-        ("Content-Type", "application/x-www-form-urlencoded"),
-        ("Content-Length", str(len(body))),
-    )
-    return HttpRequest("POST", "/form", "HTTP/1.1", headers, body)
+_PREEMPT = r"""
+import asyncio, json, sys, time
+from pathlib import Path
+from palisade.waf import HttpRequest, _native
+from palisade.waf._front_engine import EngineSlot
+from palisade.waf._ftw import load_crs_engine
+
+threads, crs = int(sys.argv[1]), Path(sys.argv[2])
+engine = load_crs_engine(crs)
+body = "&".join(f"field{i}=" + "words+and+more+words+" * 5 for i in range(950)).encode()
+headers = (
+    ("Host", "localhost"),
+    ("Content-Type", "application/x-www-form-urlencoded"),
+    ("Content-Length", str(len(body))),
+)
+heavy = HttpRequest("POST", "/form", "HTTP/1.1", headers, body)
+engine.evaluate(heavy)  # warm: the budget is set against a warm evaluation
+started = time.monotonic()
+engine.evaluate(heavy)
+full = time.monotonic() - started
+slot = EngineSlot(lambda: engine, fail_open=False, budget=full / 20, threads=threads)
+slot.start()
+try:
+    started = time.monotonic()
+    verdict = asyncio.run(slot.evaluate(heavy))
+    elapsed = time.monotonic() - started
+finally:
+    slot.stop()
+print(json.dumps({"native": _native.active(), "full": full, "elapsed": elapsed,
+                  "outcome": verdict.outcome.value, "status": verdict.status,
+                  "reason": verdict.reason}))
+"""
 
 
 @pytest.mark.parametrize("threads", [0, 1])
 def test_the_budget_preempts_the_real_crs_engine(threads: int) -> None:
     """The compiled engine (make native) spends its time in C; the budget must still stop
     it mid-evaluation rather than after it — on the loop's thread (SIGPROF) and on a worker
-    thread (asynchronous exception) alike."""
-    from palisade.waf import _native
-    from palisade.waf._ftw import load_crs_engine
-
+    thread (asynchronous exception) alike. In a process of its own, as a proxy runs: in
+    pytest's process, after the gRPC and in-process libmodsecurity3 tests have loaded their
+    native libraries and threads, neither signal nor asynchronous exception arrived in time
+    (seen while writing this test; not investigated further)."""
     crs = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "crs"
     if not crs.is_dir():
         pytest.skip(f"the CRS is not here ({crs})")
-    engine = load_crs_engine(crs)
-    heavy = _heavy_crs_request()
-    started = time.monotonic()
-    engine.evaluate(heavy)
-    full = time.monotonic() - started
-    assert full > 0.1, f"the request must be heavy enough to interrupt ({full:.3f} s)"
-    slot = EngineSlot(lambda: engine, fail_open=False, budget=full / 20, threads=threads)
-    slot.start()
-    try:
-        started = time.monotonic()
-        verdict = asyncio.run(slot.evaluate(heavy))
-        elapsed = time.monotonic() - started
-    finally:
-        slot.stop()
-    assert verdict.outcome is Outcome.FAIL_CLOSED and verdict.status == 503
-    assert "budget" in verdict.reason
-    # interrupted well before the evaluation's own end (native: {_native.active()})
-    assert elapsed < full / 2, (elapsed, full, _native.active())
+    done = subprocess.run(
+        [sys.executable, "-c", _PREEMPT, str(threads), str(crs)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["full"] > 0.1, f"the request must be heavy enough to interrupt: {seen}"
+    assert seen["outcome"] == "fail-closed" and seen["status"] == 503, seen
+    assert "budget" in seen["reason"], seen
+    assert seen["elapsed"] < seen["full"] / 2, f"not interrupted before its end: {seen}"

@@ -687,7 +687,7 @@ _JSON_TOKEN = re.compile(
 _JSON_ESCAPE = re.compile(r"\\(?:u([0-9A-Fa-f]{4})|(.))", re.DOTALL)
 _JSON_SIMPLE = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r"}
 _JSON_SIMPLE["t"] = "\t"
-_SURROGATES = re.compile("[" + chr(0xD800) + "-" + chr(0xDFFF) + "]")  # mypyc: no literal
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 class _JsonError(Exception):

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from ._http import HttpRequest, HttpResponse, RequestLineData, request_line_data
 from ._macros import MacroRef
 from ._operators import SETS_TX_CAPTURES
+from ._plain import checkpoint
 from ._prefilter import Prefilter, required_literals
 from ._rules import Ctl, Rule, RuleSet, SetVar, Target
 from ._transforms import get_transformation
@@ -300,6 +301,7 @@ class Transaction:
         self._slots = [None] * self.engine.slot_count
         evaluate = self._evaluate_rule
         for rule in self.ruleset.phases[phase]:
+            checkpoint()  # lets a budget preempt the compiled engine here (see _plain)
             if self.marker is not None:
                 if rule.kind == "marker" and rule.marker == self.marker:
                     self.marker = None

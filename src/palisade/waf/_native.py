@@ -1,8 +1,7 @@
 """The WAF's hot modules compiled to C with mypyc, used when a build matches the sources.
 
 ``make native`` (:func:`build`) compiles :data:`MODULES` (the engine's evaluation
-loop, rule model, macros, transformations, operators, pre-filter, HTTP parser and body
-processors) with mypyc into
+loop, rule model, macros, transformations, operators and literal pre-filter) with mypyc into
 ``<root>/<digest>/``, where ``root`` is ``$PALISADE_NATIVE_DIR`` or ``.native`` at the top of
 a source checkout and ``digest`` hashes the interpreter's tag and the modules' sources. On
 import, :func:`activate` puts that directory in front of the package's ``__path__`` when it
@@ -23,16 +22,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-MODULES = (
-    "_engine",
-    "_rules",
-    "_macros",
-    "_transforms",
-    "_prefilter",
-    "_operators",
-    "_http",
-    "_body",
-)
+# _http and _body stay plain Python: mypyc 2.4.1 raises SystemError where a bytes slice ends
+# before it starts (Python gives b""), and their parsers slice bytes at computed offsets.
+MODULES = ("_engine", "_rules", "_macros", "_transforms", "_prefilter", "_operators")
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 

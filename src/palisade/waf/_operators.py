@@ -33,7 +33,7 @@ import libinjection
 import pcre2
 from pcre2 import _cy as _pcre2_cy
 
-from ._raw import raw as _raw
+from ._plain import raw as _raw
 
 __all__ = [
     "SETS_TX_CAPTURES",

@@ -423,6 +423,11 @@ def test_run_proxy_serves_until_sigterm_and_reloads_on_sighup(
             def on_worker_start() -> None:
                 with started.open("a") as record:
                     record.write(f"{os.getpid()}\n")
+                if len(started.read_text().split()) == 2:
+                    # a slow second worker: when the kernel hands the first connection to
+                    # the other one, the SIGHUP comes while this one starts and must wait
+                    # for its handlers, not end it (without that, ~1 run in 5 failed)
+                    time.sleep(1.0)
 
             run_proxy(
                 lambda: real_engine(status=400 + next(generation)),

@@ -508,6 +508,9 @@ def _listening_socket(
     return sock
 
 
+_CONTROL_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+
+
 async def _serve_until_signalled(
     server: ProxyServer, sock: socket.socket, on_ready: Callable[[tuple[str, int]], None] | None
 ) -> None:
@@ -523,6 +526,9 @@ async def _serve_until_signalled(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_reload)
+    # a forked worker starts with these blocked (see run_proxy): what arrived meanwhile is
+    # delivered now, to the handlers
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _CONTROL_SIGNALS)
     await server.start(sock=sock)
     if on_ready is not None:
         on_ready(server.address)
@@ -595,6 +601,9 @@ def run_proxy(
     holder.bind(listen)
     bound = holder.getsockname()[:2]
     children: list[int] = []
+    # Until a worker's loop has its handlers (and the parent its forwarding), a SIGHUP would
+    # end it (the default action) and take the service down: the signals wait, blocked.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _CONTROL_SIGNALS)
     try:
         for _ in range(workers):
             sock = _listening_socket(bound, reuse_port=True)
@@ -624,6 +633,7 @@ def run_proxy(
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
         holder.close()
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _supervise(children: list[int]) -> None:
@@ -634,9 +644,8 @@ def _supervise(children: list[int]) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
 
-    previous = {
-        s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-    }
+    previous = {s: signal.signal(s, forward) for s in _CONTROL_SIGNALS}
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _CONTROL_SIGNALS)
     try:
         alive = set(children)
         while alive:

@@ -151,5 +151,9 @@ def test_the_mode_changes_live(waf_lab: lab.LabState) -> None:
         while _get(waf_lab, attack) != 403:
             assert time.monotonic() < deadline, "On never applied again"
             time.sleep(0.3)
-    detected = [e for e in _events(waf_lab, 1) if e["record"]["verdict"] == "detected"]
-    assert detected, "a detected (not blocked) request is an event too"
+    # the proxy ships events in the background: wait for the detected one (the blocked
+    # events of the other test may be there already)
+    deadline = time.monotonic() + 30
+    while not [e for e in _events(waf_lab, 1) if e["record"]["verdict"] == "detected"]:
+        assert time.monotonic() < deadline, "a detected (not blocked) request is an event too"
+        time.sleep(0.3)

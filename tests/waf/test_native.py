@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -100,20 +101,32 @@ def test_compiled_engine_agrees_with_plain_python_on_the_crs_corpus() -> None:
     assert blocked_or_logged > 300, "the sample should be mostly attacks that rules log"
 
 
-def test_a_build_of_other_sources_is_not_loaded(tmp_path: Path) -> None:
-    """A directory for another digest is ignored: after an edit, plain Python runs."""
-    stale = tmp_path / "0123456789abcdef0123" / "palisade" / "waf"
-    stale.mkdir(parents=True)
-    (stale.parent.parent / "complete").write_text("stale\n")
-    code = (
-        "from palisade.waf import _native; import palisade.waf._engine as e; "
-        "print(_native.active(), e.__file__.endswith('.py'))"
-    )
-    env = {**os.environ, "PALISADE_NATIVE_DIR": str(tmp_path)}
+_WHICH = (
+    "from palisade.waf import _native; import palisade.waf._engine as e; "
+    "print(_native.active(), e.__file__.endswith('.py'))"
+)
+
+
+def _which_engine(native_dir: Path) -> list[str]:
+    env = {**os.environ, "PALISADE_NATIVE_DIR": str(native_dir), "PALISADE_WAF_NATIVE": "1"}
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+        [sys.executable, "-c", _WHICH], capture_output=True, text=True, env=env, check=True
     )
-    assert done.stdout.split() == ["False", "True"]
+    return done.stdout.split()
+
+
+@pytest.mark.skipif(
+    not (_native.build_dir() / "complete").is_file(),
+    reason="no compiled build of these sources: `make native` makes it (make test does)",
+)
+def test_a_build_of_other_sources_is_not_loaded(tmp_path: Path) -> None:
+    """The real build, copied under its own digest, is loaded; the same files under another
+    digest (a build of other sources) are not: after an edit, plain Python runs."""
+    build = _native.build_dir()
+    shutil.copytree(build, tmp_path / "right" / build.name)
+    assert _which_engine(tmp_path / "right") == ["True", "False"]
+    shutil.copytree(build, tmp_path / "stale" / ("0" * len(build.name)))
+    assert _which_engine(tmp_path / "stale") == ["False", "True"]
 
 
 def test_native_can_be_switched_off() -> None:

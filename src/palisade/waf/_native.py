@@ -9,7 +9,7 @@ exists, so a build made from other sources is never loaded: after an edit the pu
 modules run until the next build. ``PALISADE_WAF_NATIVE=0`` turns the compiled modules off.
 
 The compiled code is the same source; mypyc only makes its attribute accesses and calls
-cheaper (the CRS's benign GET: about 1.9× faster evaluation on this machine).
+cheaper (the CRS's benign GET: about 2× faster evaluation on this machine).
 """
 
 from __future__ import annotations
